@@ -1,0 +1,3 @@
+from imm.cli import main
+
+raise SystemExit(main())

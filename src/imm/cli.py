@@ -1,0 +1,57 @@
+"""`imm` command line: one subcommand per pipeline step, each a module with `configure` and `main`.
+
+Subcommand modules are imported only when used, so `imm --help` does not pay for importing torch.
+Every `UserError` becomes one line on stderr and exit code 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from imm.errors import UserError
+
+# name -> (module with configure(parser) and main(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("imm.loop", "run self-improvement and IMM side by side (the whole loop)"),
+    "world": ("imm.world.build", "build the built-in task world and its tiny base model"),
+    "merge": ("imm.merging.cli", "merge Hugging Face checkpoints (mergekit-style YAML)"),
+    "eval": ("imm.evaluation", "evaluate a model on reasoning tasks"),
+    "score": ("imm.score", "re-score saved completions with the answer checker"),
+    "analyze": ("imm.analysis.cli", "layer-wise update and importance analysis"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = _top_parser()
+        if argv and not argv[0].startswith("-"):
+            parser.print_usage(sys.stderr)
+            print(f"imm: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
+        parser.parse_args(argv)  # prints help / handles --help
+        parser.print_help()
+        return 0
+    module_name, help_text = COMMANDS[argv[0]]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"imm {argv[0]}", description=help_text)
+    module.configure(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.main(args) or 0)
+    except UserError as err:
+        print(f"imm {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"imm {argv[0]}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Tasks: data sets with prompts and a judge. The registry of all of them is `imm.tasks.registry`."""
