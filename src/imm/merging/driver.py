@@ -1,0 +1,151 @@
+"""The merge driver: validate from headers, then stream one tensor at a time into the output.
+
+The driver owns everything but the arithmetic: which files hold which tensor, dtypes (compute in
+float32, write the requested dtype), the per-tensor random generator, subtracting and adding back
+the base, tied embeddings, shards, and the atomic output folder. Peak memory is a few copies of
+the largest tensor, never the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from imm.layout import atomic_dir
+from imm.merging.checkpoint import (
+    DTYPES, TOKENIZER_FILES, Checkpoint, OutputTensor, TensorEntry, copy_side_files, plan_shards, read_tensor, write_shards,
+)
+from imm.merging.compat import check_compatible
+from imm.merging.methods import TensorParams
+from imm.merging.parameters import depth
+from imm.merging.spec import MergeSpec
+
+DEFAULT_SHARD_BYTES = 5 * 2**30
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TensorJob:
+    """One output tensor: where its inputs live and its resolved parameters (None: copy the base)."""
+
+    output: OutputTensor
+    base: TensorEntry | None  # the base's tensor (base-aware methods)
+    inputs: tuple[TensorEntry, ...]  # one per MergeSpec.models entry
+    params: TensorParams | None
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    spec: MergeSpec
+    reference: Checkpoint  # the base, or the first model when linear runs without a base
+    jobs: tuple[TensorJob, ...]
+
+
+def tensor_seed(seed: int, tensor_name: str) -> int:
+    """A 63-bit seed from (seed, tensor name), stable across processes and tensor order."""
+    digest = hashlib.sha256(f"{seed}\x00{tensor_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def plan_merge(spec: MergeSpec) -> MergePlan:
+    """Open every checkpoint's headers, check they can be merged, resolve every parameter."""
+    base = Checkpoint.open(spec.base_model) if spec.base_model is not None else None
+    models = [Checkpoint.open(m.path) for m in spec.models]
+    reference = base or models[0]
+    check_compatible(reference, models)
+    out_dtype = _TORCH_DTYPES.get(spec.output_dtype or "")
+    num_layers = reference.num_layers or 1
+    jobs = []
+    for name in _output_names(reference):
+        entry = reference.tensors[name]
+        stored = torch.empty(0, dtype=_stored_dtype(entry))
+        floating = stored.is_floating_point()
+        dtype = out_dtype if (out_dtype is not None and floating) else stored.dtype
+        params = spec.tensor_params(name, depth(name, num_layers)) if floating else None
+        output = OutputTensor(name, dtype, entry.shape)
+        jobs.append(TensorJob(output, base.tensors[name] if base else None,
+                              tuple(m.tensors[name] for m in models), params))
+    return MergePlan(spec, reference, tuple(jobs))
+
+
+def _stored_dtype(entry: TensorEntry) -> torch.dtype:
+    return DTYPES[entry.dtype]
+
+
+def _output_names(reference: Checkpoint) -> list[str]:
+    """Tensor names in on-disk order (sequential reads); a tied lm_head is not written twice."""
+    entries = sorted(reference.tensors.values(), key=lambda e: (str(e.file), e.start))
+    skip = {"lm_head.weight"} if reference.tied_embeddings else set()
+    return [e.name for e in entries if e.name not in skip]
+
+
+def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu") -> torch.Tensor:
+    """Merge one tensor; returns it on the CPU in its output dtype."""
+    method = plan.spec.method_def
+    if job.params is None:
+        return read_tensor(job.base or job.inputs[0]).to(job.output.dtype)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(tensor_seed(seed, job.output.name))
+    if method.task_vectors:
+        base = read_tensor(job.base).to(device)
+        deltas = _stack(job.inputs, device)  # (n, *S) float32
+        deltas.sub_(base)  # δᵢ = θᵢ − θ_base, the base broadcast over n
+        merged = method.fn(deltas, job.params, generator)
+        del deltas
+        result = merged.add_(base)
+    else:
+        entries = ((job.base,) if job.base is not None else ()) + job.inputs
+        result = method.fn(_stack(entries, device), job.params, generator)
+    return result.to(job.output.dtype).cpu()
+
+
+def _stack(entries: Sequence[TensorEntry], device: str) -> torch.Tensor:
+    stacked = torch.empty((len(entries), *entries[0].shape), dtype=torch.float32, device=device)
+    for i, entry in enumerate(entries):
+        stacked[i].copy_(read_tensor(entry))
+    return stacked
+
+
+def merge(spec: MergeSpec, out_dir: Path, *, seed: int = 0, device: str = "cpu",
+          max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+          progress: Callable[[int, int], None] | None = None) -> Path:
+    """Merge `spec` into the checkpoint folder `out_dir`, written atomically (temp folder + rename).
+
+    Everything that can be checked from config.json and safetensors headers is checked before any
+    tensor data is read. `progress(done, total)` is called after each tensor."""
+    plan = plan_merge(spec)
+    shards = plan_shards([job.output for job in plan.jobs], max_shard_bytes)
+    by_name = {job.output.name: job for job in plan.jobs}
+    done = 0
+
+    def produce(output: OutputTensor) -> torch.Tensor:
+        nonlocal done
+        tensor = merge_tensor(plan, by_name[output.name], seed, device)
+        done += 1
+        if progress:
+            progress(done, len(plan.jobs))
+        return tensor
+
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        write_shards(tmp, shards, produce)
+        _write_side_files(plan, tmp, seed)
+    return out_dir
+
+
+def _write_side_files(plan: MergePlan, folder: Path, seed: int) -> None:
+    config = dict(plan.reference.config)
+    dtype = plan.spec.output_dtype
+    for key in ("torch_dtype", "dtype"):
+        if dtype and key in config:
+            config[key] = dtype
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    copy_side_files(plan.reference.path, folder, ["generation_config.json"])
+    copy_side_files(plan.spec.tokenizer_source or plan.reference.path, folder, TOKENIZER_FILES)
+    header = f"# merged by `imm merge` with --seed {seed}\n"
+    (folder / "merge_config.yml").write_text(header + plan.spec.to_yaml())

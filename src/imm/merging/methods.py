@@ -1,0 +1,187 @@
+"""Merge methods: pure functions on one tensor, listed in the one dict `METHODS`.
+
+Task-vector methods (`task_vectors=True`) receive the stacked task vectors δᵢ = θᵢ - θ_base of one
+tensor, shape (n, *S), float32, and return the merged task vector (*S); the driver adds the base
+back. Following mergekit, these are one algorithm, generalized task arithmetic, with two switches:
+how each δᵢ is sparsified and whether a sign consensus is elected (TIES, arXiv 2306.01708):
+
+    δ̂ᵢ = sparsify(δᵢ);  mᵢ = [sign(wᵢδ̂ᵢ) = elected sign] (or 1 without consensus)
+    merged = λ · Σᵢ mᵢ wᵢ δ̂ᵢ / (Σᵢ mᵢ wᵢ  if normalize else 1)
+
+`imm` is θ0 + λ·DARE_p(F − θ0) of arXiv 2503.02103 (λ = weight = 0.5, keep rate 1 − p = 0.8,
+rescale 1/(1 − p)). `linear` and `slerp` act on the weights themselves (`task_vectors=False`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from imm.merging import sparsify as sp
+
+REQUIRED = object()  # default of a parameter the config must set
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter a method reads: its default and the closed range its values must lie in."""
+
+    default: Any
+    kind: type = float  # float or bool
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False  # (low, high] instead of [low, high]
+
+
+@dataclass(frozen=True)
+class TensorParams:
+    """Parameters resolved for one tensor: one dict per merged model, and the shared ones."""
+
+    per_model: tuple[Mapping[str, Any], ...]
+    shared: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    fn: Callable[[torch.Tensor, TensorParams, torch.Generator], torch.Tensor]
+    task_vectors: bool  # True: fn sees (n, *S) task vectors and returns a task vector
+    base: str  # "required" | "optional" (linear: the base is one more weighted input)
+    per_model: Mapping[str, Param] = field(default_factory=dict)
+    shared: Mapping[str, Param] = field(default_factory=dict)
+    min_models: int = 1
+    max_models: int | None = None
+
+
+# ---- generalized task arithmetic ---------------------------------------------------------------
+
+
+def _sparsify_one(delta: torch.Tensor, how: str | None, p: Mapping[str, Any], rescale: sp.Rescale,
+                  generator: torch.Generator) -> torch.Tensor:
+    if how is None:
+        return delta
+    if how == "magnitude":
+        return sp.magnitude(delta, p["density"], rescale)
+    if how == "magnitude_outliers":
+        return sp.magnitude_outliers(delta, p["density"], p["gamma"], rescale)
+    if how == "random":
+        return sp.random_drop(delta, p["density"], generator, rescale)
+    return sp.della_magprune(delta, p["density"], p["epsilon"], generator, rescale)
+
+
+def generalized_task_arithmetic(
+    deltas: torch.Tensor, params: TensorParams, generator: torch.Generator, *,
+    sparsify: str | None, consensus: str | None, rescale_mode: str = "l1",
+) -> torch.Tensor:
+    """(n, *S) task vectors → (*S) merged task vector; `deltas` is consumed (modified in place)."""
+    rescale = rescale_mode if params.shared.get("rescale", rescale_mode == "density") else None
+    for i, p in enumerate(params.per_model):
+        deltas[i] = _sparsify_one(deltas[i], sparsify, p, rescale, generator)
+    weights = torch.tensor([p["weight"] for p in params.per_model], dtype=deltas.dtype, device=deltas.device)
+    weights = weights.view(-1, *([1] * (deltas.dim() - 1)))  # (n, 1, ..., 1)
+    deltas.mul_(weights)
+    if consensus:
+        agree = sp.sign_agreement(deltas, consensus)  # (n, *S) bool
+        merged = deltas.mul_(agree).sum(dim=0)
+        divisor = (weights * agree).sum(dim=0)
+        divisor[divisor == 0] = 1
+    else:
+        merged = deltas.sum(dim=0)
+        divisor = weights.sum(dim=0)
+        divisor[divisor.abs() < 1e-8] = 1
+    if params.shared.get("normalize", False):
+        merged /= divisor
+    lam = params.shared.get("lambda", 1.0)
+    if lam != 1:
+        merged *= lam
+    return merged
+
+
+# ---- methods on the weights themselves ---------------------------------------------------------
+
+
+def linear(tensors: torch.Tensor, params: TensorParams, generator: torch.Generator) -> torch.Tensor:
+    """Weighted average Σᵢ wᵢθᵢ / Σᵢ wᵢ (model soups, arXiv 2203.05482); without normalize, Σᵢ wᵢθᵢ."""
+    result = torch.zeros_like(tensors[0])
+    for tensor, p in zip(tensors, params.per_model):
+        result.add_(tensor, alpha=p["weight"])
+    if params.shared["normalize"]:
+        result /= sum(p["weight"] for p in params.per_model)
+    return result
+
+
+def slerp_pair(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0.9995,
+               eps: float = 1e-8) -> torch.Tensor:
+    """Spherical interpolation of two whole tensors: t = 0 gives v0, t = 1 gives v1; nearly
+    parallel or antiparallel pairs (|cos| > dot_threshold) fall back to linear interpolation."""
+    a, b = v0.flatten(), v1.flatten()
+    if a.numel() == 0:
+        return (1 - t) * v0 + t * v1
+    norm_a = torch.linalg.vector_norm(a)
+    norm_b = torch.linalg.vector_norm(b)
+    norm_a = torch.where(norm_a > eps, norm_a, 1)
+    norm_b = torch.where(norm_b > eps, norm_b, 1)
+    dot = ((a / norm_a) * (b / norm_b)).sum().clamp(-1, 1)
+    if dot.abs() > dot_threshold:
+        return (1 - t) * v0 + t * v1
+    theta = torch.acos(dot)
+    sin_theta = torch.sin(theta)
+    coef_a = torch.sin((1 - t) * theta) / sin_theta
+    coef_b = torch.sin(t * theta) / sin_theta
+    return coef_a * v0 + coef_b * v1
+
+
+def slerp(tensors: torch.Tensor, params: TensorParams, generator: torch.Generator) -> torch.Tensor:
+    """tensors = (base, other); t = 0 returns the base."""
+    return slerp_pair(params.shared["t"], tensors[0], tensors[1])
+
+
+# ---- the one table -----------------------------------------------------------------------------
+
+_WEIGHT = Param(REQUIRED)
+_DENSITY = Param(1.0, low=0.0, high=1.0, low_open=True)
+_GAMMA = Param(0.01, low=0.0, high=1.0)
+_EPSILON = Param(0.15, low=0.0, high=1.0)
+_LAMBDA = Param(1.0, low=0.0)
+
+
+def _gta(sparsify: str | None, consensus: str | None, normalize: bool, rescale: bool,
+         extra: Mapping[str, Param] = {}) -> Method:
+    return Method(
+        fn=partial(generalized_task_arithmetic, sparsify=sparsify, consensus=consensus),
+        task_vectors=True,
+        base="required",
+        per_model={"weight": _WEIGHT, "density": _DENSITY, **extra},
+        shared={"int8_mask": Param(False, bool), "normalize": Param(normalize, bool),
+                "rescale": Param(rescale, bool), "lambda": _LAMBDA},
+    )
+
+
+METHODS: dict[str, Method] = {
+    "linear": Method(linear, task_vectors=False, base="optional", per_model={"weight": _WEIGHT},
+                     shared={"normalize": Param(True, bool)}),
+    "slerp": Method(slerp, task_vectors=False, base="required", shared={"t": Param(REQUIRED, low=0.0, high=1.0)},
+                    min_models=1, max_models=1),
+    "task_arithmetic": _gta(None, None, normalize=False, rescale=False),
+    "ties": _gta("magnitude", "sum", normalize=True, rescale=False),
+    "dare_linear": _gta("random", None, normalize=False, rescale=True),
+    "dare_ties": _gta("random", "sum", normalize=False, rescale=True),
+    "breadcrumbs": _gta("magnitude_outliers", None, normalize=False, rescale=False, extra={"gamma": _GAMMA}),
+    "breadcrumbs_ties": _gta("magnitude_outliers", "sum", normalize=False, rescale=False, extra={"gamma": _GAMMA}),
+    "della": _gta("della_magprune", "sum", normalize=True, rescale=True, extra={"epsilon": _EPSILON}),
+    "della_linear": _gta("della_magprune", None, normalize=False, rescale=True, extra={"epsilon": _EPSILON}),
+    # IMM (arXiv 2503.02103): θ0 + λ·DARE_p(F − θ0), λ = 0.5, p = 0.2, rescale 1/(1 − p), no normalisation.
+    "imm": Method(
+        fn=partial(generalized_task_arithmetic, sparsify="random", consensus=None, rescale_mode="density"),
+        task_vectors=True,
+        base="required",
+        per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
+    ),
+}
+
+
+def method_names() -> Sequence[str]:
+    return sorted(METHODS)
