@@ -1,0 +1,163 @@
+"""Layer importance for reasoning on a fixed probe set of verified solutions (METHOD.md §3).
+
+    ablation  accuracy(θ) − accuracy(θ with block l skipped), greedy, zero-shot: the accuracy drop
+    gradient  ‖∇_{θ_l} L‖₂, L = the SFT loss (mean over response tokens of the whole probe) on the
+              gold solutions, the same loss fine-tuning minimises
+
+The probe is the first `size` test problems of a task that carry a gold solution; the prompt is
+`task.prompt(problem)` and the response `" " + problem.solution`, as fine-tuning writes them.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from imm.errors import UserError
+from imm.tasks.base import Problem, Task
+from imm.tasks.registry import get_task
+
+KINDS = ("ablation", "gradient")
+PROBE_SPLIT = "test"
+MAX_LENGTH = 512  # [paper code] fine-tuning's max length, so the gradient is of the loss it trains
+
+
+@dataclass(frozen=True)
+class Probe:
+    task: Task
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Importance of every decoder block of one checkpoint; `values` maps block index -> importance."""
+
+    kind: str  # ablation | gradient
+    values: dict[int, float]
+    accuracy: float | None = None  # ablation only: the probe accuracy with no block skipped
+    skipped_accuracy: dict[int, float] | None = None  # ablation only: accuracy with block l skipped
+
+
+def probe_set(task_name: str, size: int) -> Probe:
+    """The first `size` test problems of `task_name` that have a gold solution; UserError if none do."""
+    if size < 1:
+        raise UserError(f"probe size must be at least 1, got {size}; pass --probe-size 64")
+    task = get_task(task_name)
+    problems = tuple(p for p in task.problems(PROBE_SPLIT) if p.solution)[:size]
+    if not problems:
+        raise UserError(f"task {task_name!r} has no test problems with a gold solution; pick another --probe task")
+    return Probe(task, problems)
+
+
+def decoder_blocks(model) -> torch.nn.ModuleList:
+    """The decoder blocks of a causal LM (Llama/Qwen/Mistral `model.layers`, GPT-2 style `h`)."""
+    base = model.base_model
+    for name in ("layers", "h", "blocks"):
+        blocks = getattr(base, name, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    raise UserError(f"cannot find the decoder blocks of {type(model).__name__}; layer analysis needs a decoder-only LM")
+
+
+@contextmanager
+def skipped_block(model, layer: int) -> Iterator[None]:
+    """Within the block, block `layer` is the identity on the residual stream: its output is its input.
+
+    The block still runs and fills its own KV-cache slot, then its output is discarded, so every cache type
+    (dynamic, static, sliding-window) keeps the shape the model expects. Removing the block from the ModuleList
+    instead leaves its slot empty, and `Cache.get_seq_length()` reads slot 0 by default: skipping block 0 would
+    then depend on how each transformers version finds the cache length. The cost is one block's compute."""
+
+    def keep_input(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, hidden)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = decoder_blocks(model)[layer].register_forward_hook(keep_input, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def probe_accuracy(model, tokenizer, probe: Probe, *, max_new_tokens: int, batch_size: int) -> float:
+    """Greedy zero-shot accuracy on the probe, judged by the task's one definition of correct."""
+    from imm.sampling import generate
+
+    prompts = [probe.task.prompt(p) for p in probe.problems]
+    outputs = generate(model, tokenizer, prompts, k=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size)
+    correct = [probe.task.check(out[0].text, p).correct for out, p in zip(outputs, probe.problems)]
+    return sum(correct) / len(correct)
+
+
+def ablation_importance(model, tokenizer, probe: Probe, *, max_new_tokens: int = 256, batch_size: int = 64) -> Importance:
+    """Accuracy drop on the probe when each block in turn is skipped (identity on the residual stream)."""
+    full = probe_accuracy(model, tokenizer, probe, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    skipped = {}
+    for layer in range(len(decoder_blocks(model))):
+        with skipped_block(model, layer):
+            skipped[layer] = probe_accuracy(model, tokenizer, probe, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    drops = {layer: full - acc for layer, acc in skipped.items()}
+    return Importance("ablation", drops, accuracy=full, skipped_accuracy=skipped)
+
+
+def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = MAX_LENGTH) -> Importance:
+    """‖∇_{θ_l} L‖₂ per block, L the mean response-token cross-entropy over the whole probe."""
+    from imm.finetune import collate, encode_example, sum_loss
+
+    examples = [encode_example(tokenizer, probe.task.prompt(p), " " + p.solution, max_length) for p in probe.problems]
+    blocks = decoder_blocks(model)
+    with _grads_only_for(model, blocks):
+        tokens = 0
+        for start in range(0, len(examples), batch_size):
+            batch = collate(examples[start : start + batch_size], tokenizer.pad_token_id)
+            loss, count = sum_loss(model, {k: v.to(model.device) for k, v in batch.items()})
+            loss.backward()  # summed loss: accumulated gradients are of the total, divided once below
+            tokens += count
+        norms = {layer: _grad_norm(block) / max(tokens, 1) for layer, block in enumerate(blocks)}
+    return Importance("gradient", norms)
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    squares = [p.grad.double().pow(2).sum() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+
+
+@contextmanager
+def _grads_only_for(model, blocks: torch.nn.Module) -> Iterator[None]:
+    """Gradients for the decoder blocks only (no memory spent on embedding/head grads); restores flags."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    was_training = model.training
+    model.eval()  # no dropout: the gradient of the deterministic loss
+    model.requires_grad_(False)
+    blocks.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        model.zero_grad(set_to_none=True)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def check_kinds(kinds: Sequence[str]) -> None:
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise UserError(f"unknown importance kind(s) {unknown}; choose from {', '.join(KINDS)}")
+
+
+def measure(model, tokenizer, probe: Probe, kinds: Sequence[str], *, max_new_tokens: int = 256,
+            batch_size: int = 64) -> dict[str, Importance]:
+    """Every importance kind asked for, on one loaded model."""
+    check_kinds(kinds)
+    result = {}
+    if "ablation" in kinds:
+        result["ablation"] = ablation_importance(model, tokenizer, probe, max_new_tokens=max_new_tokens,
+                                                 batch_size=batch_size)
+    if "gradient" in kinds:
+        result["gradient"] = gradient_importance(model, tokenizer, probe, batch_size=max(1, batch_size // 4))
+    return result

@@ -1,0 +1,130 @@
+"""Layer analysis of a run folder (every arm and iteration) or of any two checkpoints.
+
+For iteration t of an arm the checkpoints are θ0 (the run's base), F_t (`finetuned/`), θ_t (`merged/`,
+merging arms only; for `self_improve` θ_t = F_t) and θ_{t−1} (the previous iteration's model; θ0 at
+t = 1). Outputs go to arms/<arm>/iter_<t>/analysis/, which appears whole or not at all; an iteration
+whose analysis/ exists is skipped. θ0's importance is measured once and cached in analysis_cache/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from imm.analysis.importance import check_kinds
+from imm.analysis.importance_cache import cached_importance
+from imm.analysis.superficiality import Superficiality
+from imm.analysis.tables import OUTPUTS, write_tables
+from imm.analysis.updates import layer_rows, stream_stats
+from imm.errors import UserError
+from imm.layout import atomic_dir, iter_dir
+
+CACHE_DIR = "analysis_cache"
+FINETUNED, MERGED, PREVIOUS = "finetuned", "merged", "previous"
+
+
+def base_folder(base: str | Path) -> Path:
+    """θ0 as a local folder ("builtin" -> the shipped model); analysis reads safetensors from disk."""
+    from imm.checkpoint import resolve_model_path
+
+    where = resolve_model_path(base)
+    if not isinstance(where, Path):
+        raise UserError(f"base {base} is a hub id; download it and pass its local folder (analysis reads files)")
+    return where
+
+
+def iteration_model(run_dir: Path, arm: str, iteration: int) -> Path:
+    """θ_t of an arm: merged/ where the arm merges, else finetuned/ (F_t)."""
+    folder = iter_dir(run_dir, arm, iteration)
+    return folder / MERGED if (folder / MERGED).exists() else folder / FINETUNED
+
+
+def iteration_checkpoints(run_dir: Path, arm: str, iteration: int) -> dict[str, Path]:
+    folder = iter_dir(run_dir, arm, iteration)
+    if not (folder / FINETUNED).exists():
+        raise UserError(f"{folder / FINETUNED} does not exist; analyse iteration {iteration} after it has trained")
+    found = {FINETUNED: folder / FINETUNED}
+    if (folder / MERGED).exists():
+        found[MERGED] = folder / MERGED
+    if iteration > 1:
+        found[PREVIOUS] = iteration_model(run_dir, arm, iteration - 1)
+    return found
+
+
+def analyze_iteration(
+    run_dir: Path,
+    arm: str,
+    iteration: int,
+    *,
+    base: Path,
+    probe_task: str = "arith",
+    probe_size: int = 64,
+    importance: tuple[str, ...] = ("ablation", "gradient"),
+    device: str = "auto",
+) -> None:
+    """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present."""
+    out = iter_dir(run_dir, arm, iteration) / "analysis"
+    if all((out / name).exists() for name in OUTPUTS):
+        return
+    check_kinds(importance)
+    base = base_folder(base)
+    checkpoints = iteration_checkpoints(Path(run_dir), arm, iteration)
+    previous = PREVIOUS if PREVIOUS in checkpoints else None
+    names, groups = stream_stats(base, checkpoints)
+    rows = layer_rows(names, groups, FINETUNED, previous=previous)
+    if MERGED in checkpoints:
+        rows += layer_rows(names, groups, MERGED, previous=previous, finetuned=FINETUNED)
+    imp = cached_importance(base, importance, Path(run_dir) / CACHE_DIR, probe_task=probe_task,
+                            probe_size=probe_size, device=device) if importance else {}
+    context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
+               "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
+    with atomic_dir(out) as tmp:
+        write_tables(tmp, rows, imp, context)
+
+
+def run_iterations(run_dir: Path) -> list[tuple[str, int]]:
+    """(arm, t) of every iteration with a fine-tuned model, arms by name and iterations in order."""
+    arms_dir = Path(run_dir) / "arms"
+    if not arms_dir.is_dir():
+        raise UserError(f"{run_dir} has no arms/ folder; pass a run folder written by `imm run`")
+    found = []
+    for arm in sorted(p for p in arms_dir.iterdir() if p.is_dir()):
+        steps = [int(m.group(1)) for p in arm.iterdir() if (m := re.fullmatch(r"iter_(\d+)", p.name))]
+        found += [(arm.name, t) for t in sorted(steps) if (arm / f"iter_{t}" / FINETUNED).exists()]
+    return found
+
+
+def run_base(run_dir: Path) -> str:
+    """`model.base` of the run's resolved config.yaml."""
+    import yaml
+
+    config_path = Path(run_dir) / "config.yaml"
+    if not config_path.exists():
+        raise UserError(f"{config_path} does not exist; pass a run folder written by `imm run`")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    base = (config.get("model") or {}).get("base")
+    if not base:
+        raise UserError(f"{config_path} has no model.base; pass --base explicitly")
+    return str(base)
+
+
+def analyze_pair(
+    base: Path,
+    model: Path,
+    out: Path,
+    *,
+    probe_task: str = "arith",
+    probe_size: int = 64,
+    importance: Sequence[str] = ("ablation", "gradient"),
+    device: str = "auto",
+) -> list[Superficiality]:
+    """The three outputs for any two compatible checkpoints; θ0's importance is cached in out/analysis_cache."""
+    check_kinds(importance)
+    base, model = base_folder(base), base_folder(model)
+    names, groups = stream_stats(base, {"model": model})
+    rows = layer_rows(names, groups, "model")
+    imp = cached_importance(base, importance, Path(out) / CACHE_DIR, probe_task=probe_task,
+                            probe_size=probe_size, device=device) if importance else {}
+    context = {"base": str(base), "model": str(model), "probe_task": probe_task, "probe_size": probe_size}
+    return write_tables(Path(out), rows, imp, context)

@@ -1,0 +1,156 @@
+"""Layer importance on tiny models: block skipping under a KV cache, ablation drops, gradient norms, cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from imm.analysis import importance as imp
+from imm.analysis.importance_cache import cached_importance
+from imm.finetune import collate, encode_example, sum_loss
+from imm.sampling import generate
+from imm.tasks.base import Problem, Task
+from imm.tasks.registry import get_task
+from imm.verify import Verdict
+from imm.world.tokenizer import train_tokenizer
+
+NEW_TOKENS = 6
+
+
+class EchoTask(Task):
+    """Correct = exactly the text stored as the answer (here: the unablated model's own greedy output)."""
+
+    name = "echo"
+
+    def prompt(self, problem, shots=()):
+        return problem.question
+
+    def check(self, completion, problem, metric="strict-match"):
+        return Verdict(extracted=completion, correct=completion == problem.answer)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls on a shared 2-core machine: one intra-op thread is ~100x faster than two under load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world():
+    """A BPE tokenizer trained on arith text and 8 arith problems with their solutions."""
+    task = get_task("arith")
+    problems = task.problems("test")[:8]
+    tokenizer = train_tokenizer([task.prompt(p) + " " + p.solution for p in task.problems("test")[:200]], 300)
+    return task, problems, tokenizer
+
+
+def tiny_lm(tokenizer, identity_block: int | None = None) -> LlamaForCausalLM:
+    """3 blocks with large random weights (std 0.5, so every block matters); `identity_block` gets zero o_proj
+    and down_proj, so its attention and MLP add exactly 0 to the residual stream: it is the identity."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=4, initializer_range=0.5, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config).eval()
+    if identity_block is not None:
+        block = model.model.layers[identity_block]
+        with torch.no_grad():
+            block.self_attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+    return model
+
+
+def echo_probe(model, tokenizer, problems) -> imp.Probe:
+    questions = [p.question for p in problems]
+    outputs = generate(model, tokenizer, questions, max_new_tokens=NEW_TOKENS, stop=())
+    echo = [dataclasses.replace(p, answer=out[0].text) for p, out in zip(problems, outputs)]
+    return imp.Probe(EchoTask(), tuple(echo))
+
+
+def test_skipping_block_zero_under_kv_cache_matches_a_cacheless_forward(world):
+    """Greedy generation with a KV cache while block 0 is skipped equals step-by-step argmax without a cache
+    (the case that breaks when block 0 is removed from the ModuleList: the cache length is read from slot 0).
+    And skipping changes the output, so the comparison is not between two unablated runs."""
+    _, problems, tokenizer = world
+    model = tiny_lm(tokenizer)
+    ids = tokenizer(problems[0].question, return_tensors="pt", add_special_tokens=False)["input_ids"]  # (1, T)
+    full = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
+    with imp.skipped_block(model, 0):
+        cached = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None)
+        manual = ids
+        with torch.no_grad():
+            for _ in range(NEW_TOKENS):
+                next_id = model(manual, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+                manual = torch.cat([manual, next_id], dim=1)
+    assert torch.equal(cached, manual)
+    assert not torch.equal(cached, full)
+    assert not model.model.layers[0]._forward_hooks  # the hook is gone after the block
+
+
+def test_identity_block_has_zero_ablation_importance(world):
+    """The probe's gold answers are the unablated model's greedy outputs, so its accuracy is 1 by construction.
+    Skipping the identity block 1 changes nothing: drop exactly 0. Skipping a random block changes outputs."""
+    _, problems, tokenizer = world
+    model = tiny_lm(tokenizer, identity_block=1)
+    probe = echo_probe(model, tokenizer, problems)
+    result = imp.ablation_importance(model, tokenizer, probe, max_new_tokens=NEW_TOKENS)
+    assert result.accuracy == 1.0
+    assert result.values[1] == 0.0 and result.skipped_accuracy[1] == 1.0
+    assert result.values[0] > 0 and result.values[2] > 0
+
+
+def test_gradient_importance_is_the_norm_of_the_mean_loss_gradient(world):
+    """Accumulating summed losses over batches of 3 and dividing by all response tokens once must give the
+    gradient of the mean response-token loss over the whole probe, computed here in one batch."""
+    task, problems, tokenizer = world
+    model = tiny_lm(tokenizer)
+    probe = imp.Probe(task, tuple(problems))
+    result = imp.gradient_importance(model, tokenizer, probe, batch_size=3)
+    examples = [encode_example(tokenizer, task.prompt(p), " " + p.solution, 512) for p in problems]
+    loss, count = sum_loss(model, collate(examples, tokenizer.pad_token_id))
+    (loss / count).backward()
+    for layer, block in enumerate(model.model.layers):
+        expected = torch.cat([p.grad.flatten() for p in block.parameters()]).norm().item()
+        assert result.values[layer] == pytest.approx(expected, rel=1e-4)
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_probe_set_takes_verified_test_problems_and_rejects_bad_input():
+    probe = imp.probe_set("arith", 5)
+    assert len(probe.problems) == 5 and all(p.solution.endswith(f"The answer is {p.answer}.") for p in probe.problems)
+    with pytest.raises(imp.UserError, match="probe size"):
+        imp.probe_set("arith", 0)
+    with pytest.raises(imp.UserError, match="unknown task"):
+        imp.probe_set("no_such_task", 4)
+    with pytest.raises(imp.UserError, match="unknown importance"):
+        imp.check_kinds(["ablation", "saliency"])
+
+
+def test_importance_is_cached_per_checkpoint_and_kind(world, tmp_path, monkeypatch):
+    """Second ask: no model load. Adding `gradient` later measures only gradient. Re-saving the checkpoint
+    (new mtime) invalidates its cache."""
+    _, _, tokenizer = world
+    folder = tmp_path / "base"
+    tiny_lm(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    measured: list[list[str]] = []
+    real_measure = imp.measure
+    monkeypatch.setattr("imm.analysis.importance_cache.measure",
+                        lambda m, t, p, kinds, **kw: measured.append(list(kinds)) or real_measure(m, t, p, kinds, **kw))
+    ask = dict(probe_task="arith", probe_size=2, max_new_tokens=4, device="cpu")
+    first = cached_importance(folder, ("ablation",), tmp_path / "cache", **ask)
+    again = cached_importance(folder, ("ablation",), tmp_path / "cache", **ask)
+    both = cached_importance(folder, ("ablation", "gradient"), tmp_path / "cache", **ask)
+    assert measured == [["ablation"], ["gradient"]]
+    assert first == again and both["ablation"] == first["ablation"] and sorted(both["gradient"].values) == [0, 1, 2]
+    tiny_lm(tokenizer).save_pretrained(folder)
+    cached_importance(folder, ("ablation",), tmp_path / "cache", **ask)
+    assert measured[-1] == ["ablation"] and len(measured) == 3
