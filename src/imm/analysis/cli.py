@@ -2,7 +2,7 @@
 
     imm analyze RUN_DIR                               every arm and iteration of a run (skips done ones)
     imm analyze --base A --model B --out DIR          any two compatible checkpoints
-    options: --probe TASK --probe-size N --importance ablation,gradient|none --device cpu|cuda|auto
+    options: --probe TASK --probe-size N --max-new-tokens N --importance ablation,gradient|none --device cpu|cuda|auto
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe-size", type=int, default=64, help="probe problems (default 64)")
     parser.add_argument("--importance", default=",".join(KINDS),
                         help="comma-separated kinds: ablation, gradient; 'none' for update tables only")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="greedy tokens per probe answer (default 256)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
@@ -45,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     from imm.analysis.tables import format_figures
 
     found = analyze_pair(args.base, args.model, args.out, probe_task=args.probe, probe_size=args.probe_size,
-                         importance=kinds, device=args.device)
+                         importance=kinds, max_new_tokens=args.max_new_tokens, device=args.device)
     print(format_figures(found) or "no importance measured: layers.csv only")
     print(f"wrote {args.out}")
     return 0
@@ -65,7 +66,7 @@ def _run_mode(args: argparse.Namespace, kinds: tuple[str, ...]) -> int:
         raise UserError(f"{args.run_dir} has no trained iterations{' for arm ' + args.arm if args.arm else ''} yet")
     for arm, t in todo:
         analyze_iteration(args.run_dir, arm, t, base=base, probe_task=args.probe, probe_size=args.probe_size,
-                          importance=kinds, device=args.device)
+                          importance=kinds, max_new_tokens=args.max_new_tokens, device=args.device)
         saved = json.loads((iter_dir(args.run_dir, arm, t) / "analysis" / SUPERFICIALITY_JSON).read_text())
         found = [Superficiality(**{**f, "critical": tuple(f["critical"])}) for f in saved["figures"]]
         print(format_figures(found, label=f"{arm:<14} iter {t}  ") or f"{arm} iter {t}: layers.csv only")

@@ -59,7 +59,9 @@ def cached_importance(
     """Importance of checkpoint `folder` for every kind in `kinds`, measuring (and loading) only what is missing."""
     check_kinds(kinds)
     settings = {"probe_task": probe_task, "probe_size": probe_size, "max_new_tokens": max_new_tokens}
-    files = {kind: cache_file(cache_dir, folder, kind, settings) for kind in kinds}
+    # The gradient generates nothing, so its cache entry does not depend on max_new_tokens.
+    per_kind = {kind: settings if kind == "ablation" else {**settings, "max_new_tokens": None} for kind in kinds}
+    files = {kind: cache_file(cache_dir, folder, kind, per_kind[kind]) for kind in kinds}
     missing = [kind for kind, path in files.items() if not path.exists()]
     if missing:
         from imm.checkpoint import load_model
@@ -68,6 +70,6 @@ def cached_importance(
         model, tokenizer = load_model(folder, device=device)
         measured = measure(model, tokenizer, probe, missing, max_new_tokens=max_new_tokens, batch_size=batch_size)
         for kind, importance in measured.items():
-            _write(files[kind], importance, folder, settings)
+            _write(files[kind], importance, folder, per_kind[kind])
         del model
     return {kind: _read(files[kind]) for kind in kinds}

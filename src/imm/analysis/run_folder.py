@@ -61,6 +61,7 @@ def analyze_iteration(
     probe_task: str = "arith",
     probe_size: int = 64,
     importance: tuple[str, ...] = ("ablation", "gradient"),
+    max_new_tokens: int = 256,
     device: str = "auto",
 ) -> None:
     """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present."""
@@ -76,7 +77,7 @@ def analyze_iteration(
     if MERGED in checkpoints:
         rows += layer_rows(names, groups, MERGED, previous=previous, finetuned=FINETUNED)
     imp = cached_importance(base, importance, Path(run_dir) / CACHE_DIR, probe_task=probe_task,
-                            probe_size=probe_size, device=device) if importance else {}
+                            probe_size=probe_size, max_new_tokens=max_new_tokens, device=device) if importance else {}
     context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
                "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
     with atomic_dir(out) as tmp:
@@ -117,6 +118,7 @@ def analyze_pair(
     probe_task: str = "arith",
     probe_size: int = 64,
     importance: Sequence[str] = ("ablation", "gradient"),
+    max_new_tokens: int = 256,
     device: str = "auto",
 ) -> list[Superficiality]:
     """The three outputs for any two compatible checkpoints; θ0's importance is cached in out/analysis_cache."""
@@ -125,6 +127,6 @@ def analyze_pair(
     names, groups = stream_stats(base, {"model": model})
     rows = layer_rows(names, groups, "model")
     imp = cached_importance(base, importance, Path(out) / CACHE_DIR, probe_task=probe_task,
-                            probe_size=probe_size, device=device) if importance else {}
+                            probe_size=probe_size, max_new_tokens=max_new_tokens, device=device) if importance else {}
     context = {"base": str(base), "model": str(model), "probe_task": probe_task, "probe_size": probe_size}
     return write_tables(Path(out), rows, imp, context)
