@@ -1,0 +1,140 @@
+"""Answer extraction and checking: the single definition of "correct" (METHOD.md §2).
+
+The loop's training filter and every evaluation call `check` / `check_many`, so what is trained on
+and what is reported can never disagree. Metric names follow lm-evaluation-harness: `strict-match`
+reads the answer after the last "The answer is" (or "#### ", or the last \\boxed{} for math);
+`flexible-extract` falls back to the last number (see `imm.verify.extract` for every kind).
+
+Answer kinds and how they are compared:
+    number  exact value after removing commas, '$', units, '%' and trailing zeros: in-process, fast
+    choice  the option letter, case-insensitive: in-process
+    math    equal after light LaTeX normalisation or as numbers (in-process); otherwise symbolic
+            equivalence through math-verify in worker processes with a per-answer timeout
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Sequence
+
+from imm.verify.extract import FLEXIBLE, KINDS, METRICS, STRICT, extract, last_boxed
+from imm.verify.numeric import NUMBER, number_text, numbers_equal, parse_number
+from imm.verify.symbolic import SymbolicJudge, default_judge
+
+__all__ = [
+    "STRICT", "FLEXIBLE", "METRICS", "KINDS", "Verdict", "extract_answer", "answers_match", "check",
+    "check_many", "matches_many", "steps_correct", "normalize_number", "parse_number", "number_text",
+    "last_boxed", "answer_key", "SymbolicJudge", "NUMBER",
+]
+
+# One arithmetic step as the built-in world and GSM8K solutions write it: "12 + 7 = 19".
+_STEP_RE = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/x×÷])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)")
+# LaTeX spellings that never change a value: spacing, \left/\right, \dfrac, degree marks, '$'.
+_LATEX_NOISE = [
+    (re.compile(r"\\left|\\right|\\[,;:! ]|\\displaystyle|\s|\$|\\\$"), ""),
+    (re.compile(r"\\[dt]frac"), r"\\frac"),
+    (re.compile(r"\^\{?\\circ\}?|\\%|%"), ""),
+    (re.compile(r"\\text\{\s*([^{}]*)\}"), r"\1"),
+]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    extracted: str | None
+    correct: bool
+
+
+def normalize_number(text: str) -> Decimal | None:
+    """'$1,200.50' -> Decimal('1200.5'); None when `text` is not a number (kept for old callers)."""
+    value = parse_number(text)
+    if value is None:
+        return None
+    return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def extract_answer(completion: str, metric: str = STRICT, kind: str = "number") -> str | None:
+    """The final answer as written in `completion`, or None when there is none."""
+    return extract(completion, metric, kind)
+
+
+def answer_key(answer: str | None, kind: str = "number") -> str | None:
+    """A canonical form for counting and voting: equal keys mean surely-equal answers."""
+    if answer is None:
+        return None
+    if kind == "choice":
+        return answer.strip().strip("()").upper()
+    value = parse_number(answer)
+    if value is not None:
+        return str(value)
+    return _latex_normal(answer) if kind == "math" else answer.strip()
+
+
+def _latex_normal(text: str) -> str:
+    for pattern, replacement in _LATEX_NOISE:
+        text = pattern.sub(replacement, text)
+    return text.rstrip(".")
+
+
+def _fast_match(predicted: str, gold: str, kind: str) -> bool | None:
+    """True/False when decided in-process; None when only symbolic comparison can tell."""
+    if kind == "number":
+        return numbers_equal(predicted, gold)
+    if kind == "choice":
+        return answer_key(predicted, kind) == answer_key(gold, kind)
+    if kind != "math":
+        raise ValueError(f"unknown answer kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if _latex_normal(predicted) == _latex_normal(gold):
+        return True
+    if parse_number(predicted) is not None and parse_number(gold) is not None:
+        return numbers_equal(predicted, gold)
+    return None
+
+
+def answers_match(predicted: str | None, gold: str, kind: str = "number") -> bool:
+    return matches_many([(predicted, gold)], kind)[0]
+
+
+def matches_many(
+    pairs: Sequence[tuple[str | None, str]], kind: str = "number", judge: SymbolicJudge | None = None
+) -> list[bool]:
+    """[predicted matches gold] for each pair; undecided math pairs go to the worker pool together."""
+    decided = [False if p is None else _fast_match(p, g, kind) for p, g in pairs]
+    open_idx = [i for i, d in enumerate(decided) if d is None]
+    if open_idx:
+        judged = (judge or default_judge()).equivalent_many([pairs[i] for i in open_idx])
+        for i, ok in zip(open_idx, judged):
+            decided[i] = ok
+    return [bool(d) for d in decided]
+
+
+def check(completion: str, gold: str, kind: str = "number", metric: str = STRICT) -> Verdict:
+    return check_many([completion], [gold], kind, metric)[0]
+
+
+def check_many(
+    completions: Sequence[str], golds: Sequence[str], kind: str = "number", metric: str = STRICT,
+    judge: SymbolicJudge | None = None,
+) -> list[Verdict]:
+    """`check` for many completions at once: the same verdicts, with math answers judged in parallel."""
+    if len(completions) != len(golds):
+        raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
+    extracted = [extract(c, metric, kind) for c in completions]
+    correct = matches_many(list(zip(extracted, golds)), kind, judge)
+    return [Verdict(e, ok) for e, ok in zip(extracted, correct)]
+
+
+def steps_correct(completion: str) -> bool:
+    """True when every written step `a op b = c` in `completion` is arithmetically right.
+
+    Used by the optional step filter (config `filter.check_steps`): a sample that reaches the gold
+    answer through a wrong step is a lucky guess, not a solution worth training on."""
+    for a, op, b, c in _STEP_RE.findall(completion):
+        x, y, z = Decimal(a), Decimal(b), Decimal(c)
+        if op in "/÷":
+            if y == 0 or x / y != z:
+                return False
+        elif {"+": x + y, "-": x - y}.get(op, x * y) != z:
+            return False
+    return True

@@ -1,0 +1,107 @@
+"""Reading the final answer out of a completion, per answer kind and lm-evaluation-harness metric.
+
+    kind     strict-match                                    flexible-extract
+    number   number after the last "The answer is" / "####"   last number in the text
+    math     last \\boxed{...} or text after "The answer is"   strict, else the last number
+    choice   letter after the last "The answer is"            strict, else the last "(X)" / "X)" / lone X
+
+All patterns are linear-time regular expressions or a single brace scan, so hostile completions
+cannot stall extraction; the first `MAX_SCAN_CHARS` characters of an answer are read at most.
+"""
+
+from __future__ import annotations
+
+import re
+
+from imm.verify.numeric import NUMBER
+
+STRICT = "strict-match"
+FLEXIBLE = "flexible-extract"
+METRICS = (STRICT, FLEXIBLE)
+KINDS = ("number", "math", "choice")
+MAX_SCAN_CHARS = 1000  # a math answer longer than this is cut; no real gold answer comes close
+
+_TRIGGER = r"(?i:the answer is|####)"  # the trigger ignores case; choice letters do not
+# Decoration a model puts between the trigger and the value: ':', '=', '$', '\(', '\boxed{', '**'.
+_DECOR = r"\s*[:=]?\s*(?:\$|\\\(|\\boxed\{|\*\*|\\\[)*\s*"
+_STRICT_NUMBER_RE = re.compile(rf"{_TRIGGER}{_DECOR}({NUMBER})")
+_ANY_NUMBER_RE = re.compile(NUMBER)
+_STRICT_TEXT_RE = re.compile(rf"{_TRIGGER}\s*:?\s*")
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_LETTERS = "A-J"  # MMLU has 4 options, AQuA 5; up to 10 covers MMLU-Pro style sets
+_STRICT_CHOICE_RE = re.compile(
+    rf"{_TRIGGER}{_DECOR}(?i:option\s*|choice\s*)?\(?\s*([{_LETTERS}])(?![A-Za-z])"
+)
+_PAREN_CHOICE_RE = re.compile(rf"\(([{_LETTERS}])\)|(?<![A-Za-z])([{_LETTERS}])\)")
+# A lone capital as the last resort, but not 'I' (the pronoun) or later letters.
+_LONE_CHOICE_RE = re.compile(r"(?<![A-Za-z'])([A-H])(?![A-Za-z'])")
+
+
+def extract(completion: str, metric: str = STRICT, kind: str = "number") -> str | None:
+    """The final answer as written in `completion` (not normalised), or None when there is none."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown answer kind {kind!r}; choose one of {', '.join(KINDS)}")
+    strict = {"number": _strict_number, "math": _strict_math, "choice": _strict_choice}[kind](completion)
+    if metric == STRICT:
+        return strict
+    if kind == "number":
+        return _last(_ANY_NUMBER_RE, completion)  # lm-eval's flexible: last number, whatever came before
+    if strict is not None:
+        return strict
+    return _last(_ANY_NUMBER_RE, completion) if kind == "math" else _flexible_choice(completion)
+
+
+def _last(pattern: re.Pattern, text: str) -> str | None:
+    found = pattern.findall(text)
+    return found[-1].strip() if found else None
+
+
+def _strict_number(completion: str) -> str | None:
+    return _last(_STRICT_NUMBER_RE, completion)
+
+
+def _strict_math(completion: str) -> str | None:
+    """The later of the last \\boxed{} and the last "The answer is X" (X up to '. ', newline or end)."""
+    boxed = [m.end() for m in _BOXED_RE.finditer(completion)]
+    stated = [m.end() for m in _STRICT_TEXT_RE.finditer(completion)]
+    if not boxed and not stated:
+        return None
+    if boxed and (not stated or boxed[-1] > stated[-1]):
+        return last_boxed(completion)
+    return _stated_answer(completion[stated[-1]:stated[-1] + MAX_SCAN_CHARS])
+
+
+def _stated_answer(rest: str) -> str | None:
+    if _BOXED_RE.match(rest.lstrip("$ ")):
+        return last_boxed(rest)
+    answer = re.split(r"\.\s|\.$|\n", rest, maxsplit=1)[0]
+    answer = answer.strip().strip("$").strip()
+    answer = re.sub(r"^\\\(|\\\)$", "", answer).strip()
+    return answer or None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} / \\fbox{...}, braces balanced; None when absent or unclosed."""
+    starts = [m.end() for m in _BOXED_RE.finditer(text)]
+    if not starts:
+        return None
+    depth, start = 1, starts[-1]
+    for i, char in enumerate(text[start:start + MAX_SCAN_CHARS]):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return text[start:start + i].strip()
+    return None
+
+
+def _strict_choice(completion: str) -> str | None:
+    found = _STRICT_CHOICE_RE.findall(completion)
+    return found[-1].upper() if found else None
+
+
+def _flexible_choice(completion: str) -> str | None:
+    paren = _PAREN_CHOICE_RE.findall(completion)
+    if paren:
+        return "".join(paren[-1])
+    return _last(_LONE_CHOICE_RE, completion)
