@@ -60,6 +60,7 @@ def plan_merge(spec: MergeSpec) -> MergePlan:
     check_compatible(reference, models)
     out_dtype = _TORCH_DTYPES.get(spec.output_dtype or "")
     num_layers = reference.num_layers or 1
+    base_aware = spec.method_def.base == "required"  # linear takes the base as an ordinary input
     jobs = []
     for name in _output_names(reference):
         entry = reference.tensors[name]
@@ -68,7 +69,7 @@ def plan_merge(spec: MergeSpec) -> MergePlan:
         dtype = out_dtype if (out_dtype is not None and floating) else stored.dtype
         params = spec.tensor_params(name, depth(name, num_layers)) if floating else None
         output = OutputTensor(name, dtype, entry.shape)
-        jobs.append(TensorJob(output, base.tensors[name] if base else None,
+        jobs.append(TensorJob(output, base.tensors[name] if base_aware else None,
                               tuple(m.tensors[name] for m in models), params))
     return MergePlan(spec, reference, tuple(jobs))
 
@@ -87,8 +88,8 @@ def _output_names(reference: Checkpoint) -> list[str]:
 def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu") -> torch.Tensor:
     """Merge one tensor; returns it on the CPU in its output dtype."""
     method = plan.spec.method_def
-    if job.params is None:
-        return read_tensor(job.base or job.inputs[0]).to(job.output.dtype)
+    if job.params is None:  # integer buffers and the like: the reference's copy
+        return read_tensor(plan.reference.tensors[job.output.name]).to(job.output.dtype)
     generator = torch.Generator(device=device)
     generator.manual_seed(tensor_seed(seed, job.output.name))
     if method.task_vectors:
