@@ -40,28 +40,31 @@ class LayerRow:
     pullback: float | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class GroupStats:
-    """Additive sufficient statistics of a group of tensors, over k checkpoints."""
+    """Additive sufficient statistics of a group of tensors, over k checkpoints.
+
+    Plain Python floats, not tensors: thousands of small long-lived tensors would sit between the large
+    chunk buffers in the C heap and keep it from shrinking, so memory would grow with the model."""
 
     n_params: int
     base_sq: float
-    gram: torch.Tensor  # (k, k) float64: ⟨X_i − θ0, X_j − θ0⟩
+    gram: tuple[tuple[float, ...], ...]  # (k, k): ⟨X_i − θ0, X_j − θ0⟩
 
     def __add__(self, other: GroupStats) -> GroupStats:
-        return GroupStats(self.n_params + other.n_params, self.base_sq + other.base_sq, self.gram + other.gram)
+        gram = tuple(tuple(a + b for a, b in zip(r, s)) for r, s in zip(self.gram, other.gram))
+        return GroupStats(self.n_params + other.n_params, self.base_sq + other.base_sq, gram)
 
 
 def tensor_stats(base: Weights, others: list[Weights], name: str) -> GroupStats:
     """Gram statistics of one tensor, read chunk by chunk from every checkpoint in lockstep."""
     k = len(others)
-    stats = GroupStats(0, 0.0, torch.zeros(k, k, dtype=torch.float64))
+    stats = GroupStats(0, 0.0, tuple((0.0,) * k for _ in range(k)))
     for pieces in zip(base.chunks(name), *(w.chunks(name) for w in others)):
         theta0 = pieces[0]  # (chunk,)
         deltas = torch.stack([p - theta0 for p in pieces[1:]])  # (k, chunk)
-        stats.gram += deltas @ deltas.T
-        stats.base_sq += float(theta0 @ theta0)
-        stats.n_params += theta0.numel()
+        gram = tuple(map(tuple, (deltas @ deltas.T).tolist()))
+        stats = stats + GroupStats(theta0.numel(), float(theta0 @ theta0), gram)
     return stats
 
 
@@ -112,7 +115,7 @@ def layer_rows(
 
 
 def _row(model: str, layer: str, module: str, s: GroupStats, x: int, p: int | None, f: int | None) -> LayerRow:
-    g = s.gram.tolist()
+    g = s.gram
     delta, base = math.sqrt(max(g[x][x], 0.0)), math.sqrt(s.base_sq)
     step = delta if p is None else math.sqrt(max(g[x][x] + g[p][p] - 2 * g[x][p], 0.0))
     cos = None if p is None else _ratio(g[x][p], math.sqrt(g[x][x] * g[p][p]))

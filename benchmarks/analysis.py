@@ -1,0 +1,147 @@
+"""Layer-analysis cost: update tables against model size (streaming keeps memory flat), ablation cost per layer.
+
+    .venv/bin/python benchmarks/analysis.py                      # both parts
+    .venv/bin/python benchmarks/analysis.py --part updates --layers 4 8 16 32
+    .venv/bin/python benchmarks/analysis.py --part importance --probe-size 64 --max-new-tokens 48
+
+Part 1 writes pairs of random Llama-shaped checkpoints (hidden 512, vocab 8192; fp32 safetensors) with a
+growing number of blocks, then times `update_table` in a fresh process and reports its peak anonymous RSS
+(sampled every 2 ms; mmap'd weight pages are reclaimable page cache) above the RSS after imports; for
+contrast, the same figures for copying both state dicts into RAM, as loading two models would.
+Part 2 times ablation (one greedy probe pass per skipped block) and gradient importance on a small random
+Llama with the world tokenizer, on the `arith` probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HIDDEN, INTERMEDIATE, VOCAB = 512, 1376, 8192
+
+CHILD = r"""
+import json, sys, threading, time
+import torch
+torch.set_num_threads(1)
+from safetensors.torch import load_file
+from imm.analysis.updates import update_table
+def anon_mib():  # private (anonymous) resident memory; mmap'd file pages are page cache, reclaimable
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+peak, done = [0.0], [False]
+def watch():
+    while not done[0]:
+        peak[0] = max(peak[0], anon_mib()); time.sleep(0.002)
+mode, a, b = sys.argv[1:]
+before = anon_mib()
+watcher = threading.Thread(target=watch); watcher.start()
+start = time.perf_counter()
+if mode == "stream":
+    rows = update_table(a, b)
+else:  # whole: both state dicts copied into RAM, as loading two models does, then one norm per tensor
+    sa = {k: v.clone() for k, v in load_file(a + "/model.safetensors").items()}
+    sb = {k: v.clone() for k, v in load_file(b + "/model.safetensors").items()}
+    rows = {k: float((sb[k].double() - sa[k].double()).norm()) for k in sa}
+seconds = time.perf_counter() - start
+done[0] = True; watcher.join()
+print(json.dumps({"seconds": seconds, "peak_above_start_mib": max(peak[0], anon_mib()) - before}))
+"""
+
+
+def llama_shapes(layers: int) -> dict[str, tuple[int, ...]]:
+    shapes = {"model.embed_tokens.weight": (VOCAB, HIDDEN), "model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)}
+    for l in range(layers):
+        p = f"model.layers.{l}."
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes[p + f"self_attn.{name}.weight"] = (HIDDEN, HIDDEN)
+        shapes[p + "mlp.gate_proj.weight"] = shapes[p + "mlp.up_proj.weight"] = (INTERMEDIATE, HIDDEN)
+        shapes[p + "mlp.down_proj.weight"] = (HIDDEN, INTERMEDIATE)
+        shapes[p + "input_layernorm.weight"] = shapes[p + "post_attention_layernorm.weight"] = (HIDDEN,)
+    return shapes
+
+
+def write_pair(folder: Path, layers: int) -> tuple[Path, Path, int]:
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(layers)
+    a, b, n = {}, {}, 0
+    for name, shape in llama_shapes(layers).items():
+        a[name] = torch.randn(shape, generator=gen) * 0.02
+        b[name] = a[name] + torch.randn(shape, generator=gen) * 1e-3
+        n += a[name].numel()
+    for side, tensors in (("a", a), ("b", b)):
+        (folder / side).mkdir(parents=True)
+        save_file(tensors, str(folder / side / "model.safetensors"))
+        (folder / side / "config.json").write_text("{}")
+    return folder / "a", folder / "b", n
+
+
+def run_child(mode: str, a: Path, b: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_updates(layer_counts: list[int]) -> None:
+    print("| blocks | params (M) | fp32 size per checkpoint (MiB) | stream: s | stream: peak anon RSS above start (MiB) "
+          "| whole: s | whole: peak anon RSS above start (MiB) |")
+    print("|---|---|---|---|---|---|---|")
+    for layers in layer_counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            a, b, n = write_pair(Path(tmp), layers)
+            stream, whole = run_child("stream", a, b), run_child("whole", a, b)
+        print(f"| {layers} | {n / 1e6:.1f} | {n * 4 / 2**20:.0f} | {stream['seconds']:.2f} | "
+              f"{stream['peak_above_start_mib']:.0f} | {whole['seconds']:.2f} | {whole['peak_above_start_mib']:.0f} |")
+
+
+def bench_importance(probe_size: int, max_new_tokens: int, layers: int) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from imm.analysis import importance as imp
+    from imm.world.tokenizer import train_tokenizer
+
+    torch.set_num_threads(1)
+    probe = imp.probe_set("arith", probe_size)
+    tok = train_tokenizer([probe.task.prompt(p) + " " + p.solution for p in probe.task.problems("train")[:2000]], 512)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=344, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=4, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=None)
+    model = LlamaForCausalLM(config).eval()
+    start = time.perf_counter()
+    ablation = imp.ablation_importance(model, tok, probe, max_new_tokens=max_new_tokens)
+    ablation_s = time.perf_counter() - start
+    start = time.perf_counter()
+    imp.gradient_importance(model, tok, probe)
+    gradient_s = time.perf_counter() - start
+    n = sum(p.numel() for p in model.parameters())
+    print(f"| blocks | params (M) | probe | new tokens | ablation total s | s per skipped block | gradient s |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {layers} | {n / 1e6:.2f} | {probe_size} | {max_new_tokens} | {ablation_s:.1f} | "
+          f"{ablation_s / (layers + 1):.2f} | {gradient_s:.2f} |")
+    assert set(ablation.values) == set(range(layers))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("updates", "importance", "both"), default="both")
+    parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--probe-size", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--probe-layers", type=int, default=4)
+    args = parser.parse_args()
+    if args.part in ("updates", "both"):
+        bench_updates(args.layers)
+    if args.part in ("importance", "both"):
+        bench_importance(args.probe_size, args.max_new_tokens, args.probe_layers)
+
+
+if __name__ == "__main__":
+    main()
