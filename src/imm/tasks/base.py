@@ -39,6 +39,14 @@ class Task:
         """The one definition of correct: used by the training filter and by every reported metric."""
         return verify.check(completion, problem.answer, kind=self.answer_kind, metric=metric)
 
+    def check_many(
+        self, completions: Sequence[str], problems: Sequence[Problem], metric: str = verify.STRICT
+    ) -> list[verify.Verdict]:
+        """`check` for many (completion, problem) pairs at once: the same verdicts, with math answers
+        judged in parallel worker processes instead of one round trip each."""
+        golds = [p.answer for p in problems]
+        return verify.check_many(completions, golds, kind=self.answer_kind, metric=metric)
+
 
 def _question_block(problem: Problem) -> str:
     return f"Question: {problem.question}\nAnswer: {COT_TRIGGER}"

@@ -30,4 +30,6 @@ class Mawps(FileTask):
 
 def mawps_part(part: str) -> type[Mawps]:
     """The task class of one MAWPS part, e.g. `mawps_addsub` reading `addsub.jsonl` from a folder."""
-    return type(f"Mawps_{part}", (Mawps,), {"name": f"mawps_{part}", "file_names": {"test": f"{part}.jsonl"}})
+    fields = {"name": f"mawps_{part}", "file_names": {"test": f"{part}.jsonl"},
+              "data_format": f"jsonl rows {{input, target: number}} ({part}.jsonl in a mawps folder)"}
+    return type(f"Mawps_{part}", (Mawps,), fields)

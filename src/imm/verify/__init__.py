@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Sequence
 
 from imm.verify.extract import FLEXIBLE, KINDS, METRICS, STRICT, extract, last_boxed
@@ -51,7 +51,9 @@ def normalize_number(text: str) -> Decimal | None:
     value = parse_number(text)
     if value is None:
         return None
-    return Decimal(value.numerator) / Decimal(value.denominator)
+    with localcontext() as exact:
+        exact.prec = 100  # parse_number bounds numbers to 64 digits: integers and decimals stay exact
+        return Decimal(value.numerator) / Decimal(value.denominator)
 
 
 def extract_answer(completion: str, metric: str = STRICT, kind: str = "number") -> str | None:

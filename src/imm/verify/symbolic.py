@@ -112,13 +112,16 @@ class SymbolicJudge:
         self._workers[self._workers.index(worker)] = _Worker(self.timeout_s)
 
     def close(self) -> None:
+        """End every worker: close all inputs first so that they shut down in parallel."""
         for worker in self._workers:
             try:
                 worker.process.stdin.close()  # end of input: the worker leaves its loop
-                worker.process.wait(timeout=2)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
+            except OSError:
                 pass
-            if worker.process.poll() is None:
+        for worker in self._workers:
+            try:
+                worker.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 worker.kill()
         self._workers = []
 

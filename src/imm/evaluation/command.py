@@ -1,0 +1,101 @@
+"""`imm eval`: evaluate a checkpoint on reasoning tasks, lm-evaluation-harness style.
+
+    imm eval --model builtin --task arith arith_long --limit 100 --out runs/eval-base
+    imm eval --model DIR --task gsm8k=../shared/data/gsm8k svamp=../shared/data/svamp \\
+             --samples 8 --temperature 0.8 --out runs/eval-dir
+
+Writes `samples_<task>.jsonl` (prompt, completion, extracted, gold, correct per completion) and,
+last, `results.json` ({"results": {task: {metric: value, "n": questions}}, "config": {...}}).
+Every task spec and data file is read before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from imm.errors import UserError
+from imm.layout import atomic_write_json, atomic_write_jsonl
+from imm.tasks.registry import TASKS, get_task
+
+
+def _task_list() -> str:
+    lines = []
+    for name, factory in TASKS.items():
+        fmt = getattr(factory, "data_format", "") or "built-in world family (no PATH)"
+        lines.append(f"  {name:<18} {fmt}")
+    return "tasks (NAME or NAME=PATH; without PATH real sets load their Hugging Face id):\n" + "\n".join(lines)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _task_list()
+    parser.add_argument("--model", required=True, help="checkpoint folder, hub id, or 'builtin'")
+    parser.add_argument("--task", required=True, nargs="+", action="extend", metavar="NAME[=PATH]",
+                        help="tasks to evaluate (repeatable)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--split", default="test", help="split of each task (default: test)")
+    parser.add_argument("--limit", type=int, default=None, help="first N questions of each task")
+    parser.add_argument("--samples", type=int, default=0, metavar="K",
+                        help="also draw K samples per question: pass@K, maj@K, diversity (default: 0)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --samples")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling for --samples")
+    parser.add_argument("--shots", type=int, default=0, help="few-shot demos from the task's train split (default: 0)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per generation batch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    for name in ("limit", "max_new_tokens", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.samples < 0 or args.shots < 0:
+        raise UserError("--samples and --shots must be 0 or more")
+    if args.samples and not (args.temperature >= 0 and 0 < args.top_p <= 1):
+        raise UserError("--temperature must be >= 0 and --top-p in (0, 1]")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder")
+
+
+def _load_tasks(args: argparse.Namespace) -> list[tuple[str, object, list, list]]:
+    """(spec, task, problems, shots) per task, all read now: a bad file fails before the model loads."""
+    loaded, names = [], set()
+    for spec in args.task:
+        task = get_task(spec)
+        if task.name in names:
+            raise UserError(f"task {task.name!r} is given twice; give each task once")
+        names.add(task.name)
+        problems = task.problems(args.split)[: args.limit]
+        shots = task.problems("train")[: args.shots] if args.shots else []
+        loaded.append((spec, task, problems, shots))
+    return loaded
+
+
+def main(args: argparse.Namespace) -> int:
+    _check_options(args)
+    loaded = _load_tasks(args)
+    from imm.checkpoint import load_model
+    from imm.evaluation.harness import evaluate
+
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    results = {}
+    for spec, task, problems, shots in loaded:
+        result = evaluate(model, tokenizer, task, problems, k=args.samples, temperature=args.temperature,
+                          top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                          seed=args.seed, shots=shots)
+        atomic_write_jsonl(args.out / f"samples_{task.name}.jsonl", result.rows)
+        results[task.name] = {**result.metrics, "n": result.n}
+        print(_line(task.name, results[task.name]), flush=True)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    atomic_write_json(args.out / "results.json", {"results": results, "config": config})
+    print(f"wrote {args.out / 'results.json'}")
+    return 0
+
+
+def _line(task: str, figures: dict) -> str:
+    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
+    return f"{task}: {shown}"

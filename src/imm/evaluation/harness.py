@@ -1,0 +1,110 @@
+"""Evaluation of one model on one task: greedy accuracy, and with K samples pass@K, maj@K and collapse.
+
+`evaluate` is what the loop calls after every iteration and what `imm eval` calls per task; both
+judge answers with the task's `check_many`, i.e. the same `verify` function the training filter uses.
+Metric names follow lm-evaluation-harness (`strict-match`, `flexible-extract`, `pass@K`, `maj@K`);
+the diversity figures are defined in `imm.evaluation.diversity`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+from imm import verify
+from imm.evaluation import diversity
+from imm.tasks.base import STOP_STRINGS, Problem, Task
+
+
+class CompletionLike(Protocol):  # imm.sampling.Completion
+    text: str
+    num_tokens: int
+    mean_entropy: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    task: str
+    n: int  # questions
+    metrics: dict[str, float]
+    rows: tuple[dict[str, Any], ...]  # one per completion: greedy first, then the K samples per question
+
+
+def evaluate(
+    model, tokenizer, task: Task, problems: Sequence[Problem], *, k: int = 0, temperature: float = 1.0,
+    top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 64, seed: int = 0,
+    shots: Sequence[Problem] = (),
+) -> EvalResult:
+    """Greedy zero-shot accuracy (both metrics) and, for k > 0, the figures of k samples per question."""
+    from imm.sampling import generate  # torch is imported only when a model is really evaluated
+
+    prompts = [task.prompt(p, shots) for p in problems]
+    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=getattr(task, "stop", STOP_STRINGS))
+    greedy = generate(model, tokenizer, prompts, k=1, temperature=0.0, seed=seed, desc=f"{task.name} greedy", **options)
+    sampled = None
+    if k > 0:
+        sampled = generate(model, tokenizer, prompts, k=k, temperature=temperature, top_p=top_p, seed=seed,
+                           desc=f"{task.name} k={k}", **options)
+    return score_completions(task, problems, prompts, [g[0] for g in greedy], sampled)
+
+
+def score_completions(
+    task: Task, problems: Sequence[Problem], prompts: Sequence[str], greedy: Sequence[CompletionLike],
+    sampled: Sequence[Sequence[CompletionLike]] | None = None,
+) -> EvalResult:
+    """The metrics and rows of given completions: `evaluate` without the model (and its tests)."""
+    rows = _judge(task, problems, prompts, [[g] for g in greedy], sample_labels=["greedy"])
+    metrics = {m: _mean(r[_CORRECT[m]] for r in rows) for m in verify.METRICS}
+    if sampled:
+        k = len(sampled[0])
+        sample_rows = _judge(task, problems, prompts, sampled, sample_labels=list(range(k)))
+        metrics.update(sample_metrics(task, [sample_rows[i * k:(i + 1) * k] for i in range(len(problems))]))
+        rows += sample_rows
+    return EvalResult(task.name, len(problems), metrics, tuple(rows))
+
+
+_CORRECT = {verify.STRICT: "correct", verify.FLEXIBLE: "flexible_correct"}
+
+
+def _judge(task, problems, prompts, completions, sample_labels) -> list[dict[str, Any]]:
+    """Rows for every completion (question-major), judged under both metrics in two batched calls."""
+    flat = [(i, j, c) for i, group in enumerate(completions) for j, c in enumerate(group)]
+    texts, owners = [c.text for _, _, c in flat], [problems[i] for i, _, _ in flat]
+    strict = task.check_many(texts, owners, verify.STRICT)
+    flexible = task.check_many(texts, owners, verify.FLEXIBLE)
+    return [
+        {"task": task.name, "id": problems[i].id, "sample": sample_labels[j], "prompt": prompts[i],
+         "completion": c.text, "gold": problems[i].answer, "extracted": s.extracted, "correct": s.correct,
+         "flexible_extracted": f.extracted, "flexible_correct": f.correct,
+         "num_tokens": c.num_tokens, "mean_entropy": c.mean_entropy}
+        for (i, j, c), s, f in zip(flat, strict, flexible)
+    ]
+
+
+def sample_metrics(task: Task, groups: Sequence[Sequence[dict[str, Any]]]) -> dict[str, float]:
+    """pass@K, maj@K (strict-match), sample accuracy and the collapse figures of K rows per question."""
+    k = len(groups[0])
+    keys = [[verify.answer_key(r["extracted"], task.answer_kind) for r in g] for g in groups]
+    texts = [[r["completion"] for r in g] for g in groups]
+    figures = {
+        f"pass@{k}": _mean(any(r["correct"] for r in g) for g in groups),
+        f"maj@{k}": _mean(_majority_correct(g, kk) for g, kk in zip(groups, keys)),
+        "sample-accuracy": _mean(r["correct"] for g in groups for r in g),
+        **{f"distinct-{n}": diversity.mean_over_questions(texts, lambda t, n=n: diversity.distinct_n(t, n))
+           for n in range(1, 5)},
+        "self-bleu": diversity.mean_over_questions(texts, diversity.self_bleu),
+        "unique-answers": diversity.mean_over_questions(keys, diversity.unique_answers),
+        "entropy": diversity.token_entropy([r["mean_entropy"] for g in groups for r in g],
+                                           [r["num_tokens"] for g in groups for r in g]),
+    }
+    return {name: value for name, value in figures.items() if value is not None}  # e.g. no self-BLEU at K=1
+
+
+def _majority_correct(group: Sequence[dict[str, Any]], keys: Sequence[Any]) -> bool:
+    winner = diversity.majority(keys)
+    return winner is not None and bool(group[winner]["correct"])
+
+
+def _mean(values) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else 0.0

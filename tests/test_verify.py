@@ -1,0 +1,130 @@
+"""The one answer checker: extraction per kind and metric, numeric comparison, the math-verify guard."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from imm import verify
+from imm.verify import FLEXIBLE, STRICT, SymbolicJudge, check, extract_answer
+
+# (completion, strict, flexible) for kind "number"; each pinned by reading the regex by hand.
+NUMBER_CASES = [
+    ("So 16 - 3 = 13. The answer is 1,200.", "1,200", "1,200"),  # thousands comma; sentence dot dropped
+    ("The answer is -3 degrees.", "-3", "-3"),  # negative, unit after
+    ("The answer is −7", "−7", "−7"),  # unicode minus
+    ("The answer is 2.50 dollars", "2.50", "2.50"),  # decimal with trailing zero
+    ("The answer is 3/4 of the cake", "3/4", "3/4"),  # fraction
+    ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}", "$\\frac{3}{4}"),  # LaTeX fraction; flexible keeps "$"
+    ("She pays $18.00 in all. The answer is $18.", "18", "$18"),  # "$" dropped on compare
+    ("The answer is: **42**", "42", "42"),  # markdown around the value
+    ("The answer is 5 apples. Then she eats 2.", "5", "2"),  # text after the answer: flexible reads on
+    ("The answer is 4. Wait. The answer is 5.", "5", "5"),  # several: the last one counts
+    ("#### 72", "72", "72"),  # GSM8K gold format
+    ("She has 7 apples.", None, "7"),  # no trigger: only flexible finds a number
+    ("No numbers here.", None, None),
+]
+
+
+@pytest.mark.parametrize("completion, strict, flexible", NUMBER_CASES)
+def test_number_extraction(completion, strict, flexible):
+    assert extract_answer(completion, STRICT) == strict
+    assert extract_answer(completion, FLEXIBLE) == flexible
+
+
+@pytest.mark.parametrize("predicted, gold, same", [
+    ("1,200", "1200", True), ("$18.00", "18", True), ("18.", "18", True), ("-3", "-3.0", True),
+    ("3/4", "0.75", True), ("\\frac{3}{4}", "0.75", True), ("45%", "45", True), ("5 cm", "5", True),
+    ("9 (apples)", "9", True), ("−7", "-7", True), ("-$5", "-5", True), ("4.4e7", "44000000", True),
+    ("18", "19", False), ("-3", "3", False), ("0.7", "0.75", False), ("1.2.3", "1.2", False),
+    ("10001", "10000", False),  # no relative tolerance on exact golds
+    ("10/3", "3.33333", True), ("3.333331", "3.33333", True),  # a 5-decimal gold is a rounding
+    ("3.3333", "3.33333", False),  # ... but the prediction must be at least as precise
+    ("1e999999999", "1", False), ("9" * 500, "9", False),  # bounded: refused, not computed
+])
+def test_numbers_equal(predicted, gold, same):
+    assert verify.answers_match(predicted, gold, "number") is same
+
+
+def test_normalize_number_keeps_the_old_decimal_api():
+    assert verify.normalize_number("$1,200.50") == Decimal("1200.5")
+    assert verify.normalize_number("12 apples and 3 pears") is None
+    assert verify.parse_number("\\frac{1}{3}") == Fraction(1, 3)
+
+
+@pytest.mark.parametrize("completion, strict, flexible", [
+    ("The answer is (C).", "C", "C"),
+    ("The answer is C) 17", "C", "C"),
+    ("the answer is: option b", None, None),  # letters are capitals only: 'b' is a word here
+    ("I think it is (B) because ... so B) it is", None, "B"),  # flexible: the last '(X)' / 'X)'
+    ("Only D fits.", None, "D"),  # flexible: a lone capital as the last resort
+    ("I see.", None, None),  # the pronoun 'I' is never an option
+])
+def test_choice_extraction(completion, strict, flexible):
+    assert extract_answer(completion, STRICT, "choice") == strict
+    assert extract_answer(completion, FLEXIBLE, "choice") == flexible
+
+
+@pytest.mark.parametrize("completion, strict", [
+    ("so $x = \\boxed{\\frac{1}{2}}$ and done", "\\frac{1}{2}"),
+    ("\\boxed{1} first, then \\boxed{\\sqrt{2}}", "\\sqrt{2}"),  # the last box
+    ("The answer is $\\frac{\\pi}{4}$.\nQuestion: next", "\\frac{\\pi}{4}"),
+    ("\\boxed{3} ... The answer is 1.5 m/s. More text", "1.5 m/s"),  # the later statement wins
+    ("\\boxed{x^{2} unclosed", None),
+])
+def test_math_extraction(completion, strict):
+    assert extract_answer(completion, STRICT, "math") == strict
+
+
+def test_math_fast_path_needs_no_worker():
+    """Equal after LaTeX normalisation, or equal numbers: decided in-process (the judge is never built)."""
+    class NoJudge:
+        def equivalent_many(self, pairs):
+            raise AssertionError("the fast path should have decided")
+
+    golds = ["\\frac{1}{2}", "\\dfrac{1}{2}", "1.6", "10", "x^2"]
+    preds = ["\\frac{1}{2}", "\\frac {1}{2}", "1.60", "10^{\\circ}", "x^2"]
+    verdicts = verify.check_many([f"\\boxed{{{p}}}" for p in preds], golds, "math", judge=NoJudge())
+    assert [v.correct for v in verdicts] == [True, True, True, True, True]
+    assert not verify.check_many(["\\boxed{2}"], ["3"], "math", judge=NoJudge())[0].correct
+
+
+@pytest.fixture(scope="module")
+def judge():
+    pool = SymbolicJudge(workers=2, timeout_s=2.0)
+    yield pool
+    pool.close()
+
+
+def test_symbolic_equivalence(judge):
+    pairs = [("(x+1)^2", "x^2+2x+1"), ("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}"), ("x+2", "x+1"),
+             ("\\pi", "3")]
+    assert judge.equivalent_many(pairs) == [True, True, False, False]
+
+
+def test_hostile_answers_are_wrong_within_the_timeout(judge):
+    """9^{9^{9^9}} has ~10^8-digit exponents: sympy would run for hours. Each hostile answer must come
+    back False within the 2 s timeout (plus a worker restart, < 10 s on a busy 2-core machine)."""
+    hostile = ["9^{9^{9^9}}", "\\frac{1}{" * 30 + "2" + "}" * 30, "10^{10^{10}}!"]
+    before, start = judge.timeouts, time.monotonic()
+    verdicts = verify.check_many([f"\\boxed{{{h}}}" for h in hostile], ["3"] * 3, "math", judge=judge)
+    assert [v.correct for v in verdicts] == [False, False, False]
+    assert time.monotonic() - start < 3 * 10
+    assert judge.timeouts - before >= 1  # at least the power tower had to be killed
+    assert judge.equivalent_many([("\\frac{2}{4}", "0.5")]) == [True]  # the pool still works after kills
+
+
+def test_steps_correct():
+    assert verify.steps_correct("12 + 7 = 19. 19 - 5 = 14. The answer is 14.")
+    assert not verify.steps_correct("12 + 7 = 18. The answer is 18.")
+    assert not verify.steps_correct("6 / 0 = 1.")
+
+
+def test_unknown_metric_and_kind_are_errors():
+    with pytest.raises(ValueError):
+        check("The answer is 1", "1", metric="exact")
+    with pytest.raises(ValueError):
+        check("The answer is 1", "1", kind="date")
