@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qw
 from imm import cli
 from imm.errors import UserError
 from imm.merging import MergeSpec, merge, plan_merge, tensor_seed
-from imm.merging import driver
+from imm.merging import checkpoint, driver
 
 SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=4)
@@ -84,16 +84,27 @@ def test_seed_reproducible_and_tensor_order_independent(llama, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
     plan = plan_merge(spec)
-    backwards = {job.output.name: driver.merge_tensor(plan, job, 7) for job in reversed(plan.jobs)}
-    assert all(torch.equal(a[k], backwards[k]) for k in a)
+    backwards = {job.output.name: torch.cat([p.reshape(-1) for p in driver.merge_tensor(plan, job, 7)])
+                 for job in reversed(plan.jobs)}
+    assert all(torch.equal(a[k].reshape(-1), backwards[k]) for k in a)
+
+
+def test_streamed_pieces_equal_one_whole_piece(llama, tmp_path, monkeypatch):
+    """Elementwise methods are streamed; a tiny piece size must not change a single bit."""
+    spec = _imm_spec(llama)
+    whole = _tensors(merge(spec, tmp_path / "whole", seed=3))
+    monkeypatch.setattr(driver, "STREAM_CHUNK", 100)
+    pieces = _tensors(merge(spec, tmp_path / "pieces", seed=3))
+    assert all(torch.equal(whole[k], pieces[k]) for k in whole)
 
 
 def test_tensor_seed_is_a_stable_hash():
-    """First 8 bytes (little-endian) of sha256(b"1234\\x00model.norm.weight"), top bit cleared."""
+    """First 8 bytes (little-endian) of sha256(b"1234\\x00model.norm.weight\\x001"), top bit cleared."""
     import hashlib
 
-    digest = hashlib.sha256(b"1234\x00model.norm.weight").digest()
-    assert tensor_seed(1234, "model.norm.weight") == int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    digest = hashlib.sha256(b"1234\x00model.norm.weight\x001").digest()
+    assert tensor_seed(1234, "model.norm.weight", 1) == int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    assert tensor_seed(1234, "model.norm.weight", 1) != tensor_seed(1234, "model.norm.weight", 0)
     assert tensor_seed(1234, "model.norm.weight") != tensor_seed(1235, "model.norm.weight")
 
 
@@ -144,10 +155,10 @@ def test_incompatible_checkpoints_fail_before_reading_tensors(llama, tmp_path, m
     spec = MergeSpec.from_dict({"merge_method": "task_arithmetic", "base_model": llama["base"],
                                 "models": [{"model": other, "parameters": {"weight": 0.5}}]})
 
-    def no_reading(entry):
+    def no_reading(self, entry, *args):
         raise AssertionError(f"read {entry.name} before validation finished")
 
-    monkeypatch.setattr(driver, "read_tensor", no_reading)
+    monkeypatch.setattr(checkpoint.TensorReader, "read", no_reading)
     with pytest.raises(UserError) as info:
         merge(spec, tmp_path / "out")
     assert expected.format(base=llama["base"], other=other) in str(info.value)
@@ -166,11 +177,11 @@ def test_missing_safetensors_is_a_user_error(llama, tmp_path):
 def test_failed_merge_leaves_no_output(llama, tmp_path, monkeypatch):
     calls = []
 
-    def failing(plan, job, seed, device="cpu"):
+    def failing(plan, job, seed, device="cpu", reader=None):
         calls.append(job)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return real(plan, job, seed, device)
+        return real(plan, job, seed, device, reader)
 
     real = driver.merge_tensor
     monkeypatch.setattr(driver, "merge_tensor", failing)

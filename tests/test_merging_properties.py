@@ -20,7 +20,8 @@ def _params(name: str, n: int, **per_model) -> TensorParams:
 
 
 def _run(name, deltas, params, seed=0):
-    return METHODS[name].fn(deltas.clone(), params, torch.Generator().manual_seed(seed))
+    gens = [torch.Generator().manual_seed(seed * 100 + i) for i in range(deltas.shape[0])]
+    return METHODS[name].fn(deltas.clone(), params, gens)
 
 
 tensors = st.tuples(st.integers(1, 3), st.lists(st.integers(1, 6), min_size=1, max_size=3), st.integers(0, 2**31))
@@ -45,8 +46,8 @@ def test_linear_and_slerp_of_identical_tensors_return_them(case):
     n, shape, seed = case
     x = _random(1, shape, seed)
     linear = METHODS["linear"].fn(x.repeat(n, *([1] * len(shape))), TensorParams(({"weight": 0.3},) * n,
-                                                                                   {"normalize": True}), None)
-    slerp = METHODS["slerp"].fn(x.repeat(2, *([1] * len(shape))), TensorParams((), {"t": 0.4}), None)
+                                                                                   {"normalize": True}))
+    slerp = METHODS["slerp"].fn(x.repeat(2, *([1] * len(shape))), TensorParams((), {"t": 0.4}))
     assert torch.allclose(linear, x[0], atol=1e-6) and torch.allclose(slerp, x[0], atol=1e-6)
 
 
@@ -81,9 +82,10 @@ def test_mean_of_dare_over_seeds_approaches_task_arithmetic():
 
 
 @pytest.mark.parametrize("name", ["dare_linear", "dare_ties"])
-def test_mean_of_mergekit_dare_over_seeds_approaches_task_arithmetic(name):
-    """With mergekit's L1 rescale the mean is λδ up to the ratio of norms (≈ 1 for 4096 entries):
-    compare the mean over 200 seeds with tolerance 0.1 in relative L2 norm."""
+def test_mean_of_dare_over_seeds_approaches_task_arithmetic(name):
+    """One task vector, density 0.5, 1/density rescale: each seed's merge is δ·Bernoulli(0.5)/0.5,
+    so over 400 seeds each entry's mean has standard deviation |δ|·√(1/400) = 0.05|δ|; the
+    relative L2 error of the mean is about 0.05 — allow 0.1."""
     deltas = _random(1, (4096,), 1)
-    mean = torch.stack([_run(name, deltas, _params(name, 1, weight=1.0, density=0.5), s) for s in range(200)]).mean(0)
+    mean = torch.stack([_run(name, deltas, _params(name, 1, weight=1.0, density=0.5), s) for s in range(400)]).mean(0)
     assert (mean - deltas[0]).norm() / deltas[0].norm() < 0.1

@@ -14,7 +14,7 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -116,19 +116,43 @@ def read_header(file: Path) -> dict[str, TensorEntry]:
     }
 
 
-def read_tensor(entry: TensorEntry) -> torch.Tensor:
-    """Read one tensor into a fresh CPU buffer, in its stored dtype."""
-    buffer = torch.empty(entry.end - entry.start, dtype=torch.uint8)
-    view = memoryview(buffer.numpy())
-    with open(entry.file, "rb", buffering=0) as f:
-        f.seek(entry.start)
-        done = 0
+class TensorReader:
+    """Reads whole tensors or ranges of their flattened entries, keeping each file open once."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, BinaryIO] = {}
+
+    def __enter__(self) -> "TensorReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def read(self, entry: TensorEntry, first: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Entries [first, stop) of the flattened tensor (all of it by default), stored dtype, CPU.
+        The whole tensor comes back in its shape, a range as a flat tensor."""
+        dtype = DTYPES[entry.dtype]
+        total = (entry.end - entry.start) // dtype.itemsize
+        whole = first == 0 and stop is None
+        stop = total if stop is None else stop
+        buffer = torch.empty((stop - first) * dtype.itemsize, dtype=torch.uint8)
+        f = self._files.get(entry.file) or self._files.setdefault(entry.file, open(entry.file, "rb", buffering=0))
+        f.seek(entry.start + first * dtype.itemsize)
+        view, done = memoryview(buffer.numpy()), 0
         while done < len(view):  # one read() returns at most ~2 GiB on Linux
             got = f.readinto(view[done:])
             if not got:
                 raise UserError(f"{entry.file} is truncated at tensor {entry.name}; re-copy the checkpoint")
             done += got
-    return buffer.view(DTYPES[entry.dtype]).reshape(entry.shape)
+        tensor = buffer.view(dtype)
+        return tensor.reshape(entry.shape) if whole else tensor
+
+
+def read_tensor(entry: TensorEntry) -> torch.Tensor:
+    """Read one whole tensor into a fresh CPU buffer, in its stored dtype."""
+    with TensorReader() as reader:
+        return reader.read(entry)
 
 
 @dataclass(frozen=True)
@@ -175,18 +199,22 @@ def _header_bytes(tensors: Sequence[OutputTensor]) -> bytes:
 
 
 def write_shards(folder: Path, shards: Sequence[Sequence[OutputTensor]],
-                 produce: Callable[[OutputTensor], torch.Tensor]) -> None:
-    """Write each shard header, then each tensor as `produce` returns it (CPU, declared dtype/shape)."""
+                 produce: Callable[[OutputTensor], Iterable[torch.Tensor]]) -> None:
+    """Write each shard header, then each tensor's pieces as `produce` yields them (CPU tensors
+    of the declared dtype whose entries, in order, make up the tensor)."""
     weight_map: dict[str, str] = {}
     for i, shard in enumerate(shards):
         name = _shard_name(i, len(shards))
         with open(folder / name, "wb") as f:
             f.write(_header_bytes(shard))
             for out in shard:
-                tensor = produce(out)
-                if tensor.dtype != out.dtype or tuple(tensor.shape) != out.shape:
-                    raise RuntimeError(f"{out.name}: produced {tensor.dtype} {tuple(tensor.shape)}, planned {out}")
-                f.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))
+                written = 0
+                for piece in produce(out):
+                    if piece.dtype != out.dtype:
+                        raise RuntimeError(f"{out.name}: produced {piece.dtype}, planned {out.dtype}")
+                    written += f.write(memoryview(piece.contiguous().reshape(-1).view(torch.uint8).numpy()))
+                if written != out.nbytes:
+                    raise RuntimeError(f"{out.name}: wrote {written} bytes, planned {out.nbytes}")
                 weight_map[out.name] = name
     if len(shards) > 1:
         total = sum(out.nbytes for shard in shards for out in shard)

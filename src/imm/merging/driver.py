@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from imm.layout import atomic_dir
 from imm.merging.checkpoint import (
-    DTYPES, TOKENIZER_FILES, Checkpoint, OutputTensor, TensorEntry, copy_side_files, plan_shards, read_tensor, write_shards,
+    DTYPES, TOKENIZER_FILES, Checkpoint, OutputTensor, TensorEntry, TensorReader, copy_side_files, plan_shards,
+    write_shards,
 )
+from imm.merging import sparsify as sp
 from imm.merging.compat import check_compatible
 from imm.merging.methods import TensorParams
 from imm.merging.parameters import depth
 from imm.merging.spec import MergeSpec
 
 DEFAULT_SHARD_BYTES = 5 * 2**30
+STREAM_CHUNK = 1 << 22  # entries per streamed piece: 16 MiB per model in float32
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -46,10 +50,16 @@ class MergePlan:
     jobs: tuple[TensorJob, ...]
 
 
-def tensor_seed(seed: int, tensor_name: str) -> int:
-    """A 63-bit seed from (seed, tensor name), stable across processes and tensor order."""
-    digest = hashlib.sha256(f"{seed}\x00{tensor_name}".encode()).digest()
+def tensor_seed(seed: int, tensor_name: str, model_index: int = 0) -> int:
+    """A 63-bit seed from (seed, tensor name, model index), stable across processes and
+    independent of the order in which tensors are merged."""
+    digest = hashlib.sha256(f"{seed}\x00{tensor_name}\x00{model_index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def tensor_generators(seed: int, tensor_name: str, count: int, device: str = "cpu") -> list[torch.Generator]:
+    """One generator per merged model of one tensor (each task vector draws its own mask)."""
+    return [torch.Generator(device=device).manual_seed(tensor_seed(seed, tensor_name, i)) for i in range(count)]
 
 
 def plan_merge(spec: MergeSpec) -> MergePlan:
@@ -85,30 +95,39 @@ def _output_names(reference: Checkpoint) -> list[str]:
     return [e.name for e in entries if e.name not in skip]
 
 
-def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu") -> torch.Tensor:
-    """Merge one tensor; returns it on the CPU in its output dtype."""
+def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu",
+                 reader: TensorReader | None = None) -> Iterator[torch.Tensor]:
+    """Merge one tensor; yields its flattened pieces in order (or the whole tensor), on the CPU
+    in the output dtype. Elementwise methods are streamed in pieces of STREAM_CHUNK entries read
+    straight from the files, so their memory does not grow with the tensor."""
+    reader = reader or TensorReader()
     method = plan.spec.method_def
     if job.params is None:  # integer buffers and the like: the reference's copy
-        return read_tensor(plan.reference.tensors[job.output.name]).to(job.output.dtype)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(tensor_seed(seed, job.output.name))
-    if method.task_vectors:
-        base = read_tensor(job.base).to(device)
-        deltas = _stack(job.inputs, device)  # (n, *S) float32
-        deltas.sub_(base)  # δᵢ = θᵢ − θ_base, the base broadcast over n
-        merged = method.fn(deltas, job.params, generator)
-        del deltas
-        result = merged.add_(base)
-    else:
-        entries = ((job.base,) if job.base is not None else ()) + job.inputs
-        result = method.fn(_stack(entries, device), job.params, generator)
-    return result.to(job.output.dtype).cpu()
+        yield reader.read(plan.reference.tensors[job.output.name]).to(job.output.dtype)
+        return
+    generators = tensor_generators(seed, job.output.name, len(job.inputs), device)
+    numel = math.prod(job.output.shape)
+    pieces = sp.chunks(numel, STREAM_CHUNK) if method.elementwise else [None]
+    for piece in pieces:
+        first, stop = (piece.start, piece.stop) if piece else (0, None)
+        if method.task_vectors:
+            base = reader.read(job.base, first, stop).to(device)
+            deltas = _stack(reader, job.inputs, first, stop, device).sub_(base)  # δᵢ = θᵢ − θ_base, (n, *S)
+            result = method.fn(deltas, job.params, generators).add_(base)
+        else:
+            entries = ((job.base,) if job.base is not None else ()) + job.inputs
+            result = method.fn(_stack(reader, entries, first, stop, device), job.params, generators)
+        yield result.to(job.output.dtype).cpu()
 
 
-def _stack(entries: Sequence[TensorEntry], device: str) -> torch.Tensor:
-    stacked = torch.empty((len(entries), *entries[0].shape), dtype=torch.float32, device=device)
-    for i, entry in enumerate(entries):
-        stacked[i].copy_(read_tensor(entry))
+def _stack(reader: TensorReader, entries: Sequence[TensorEntry], first: int, stop: int | None,
+           device: str) -> torch.Tensor:
+    """(n, *piece) float32: each input read in its stored dtype and widened into its slot."""
+    pieces = [reader.read(entries[0], first, stop)]
+    stacked = torch.empty((len(entries), *pieces[0].shape), dtype=torch.float32, device=device)
+    stacked[0].copy_(pieces.pop())
+    for i, entry in enumerate(entries[1:], start=1):
+        stacked[i].copy_(reader.read(entry, first, stop))
     return stacked
 
 
@@ -124,16 +143,15 @@ def merge(spec: MergeSpec, out_dir: Path, *, seed: int = 0, device: str = "cpu",
     by_name = {job.output.name: job for job in plan.jobs}
     done = 0
 
-    def produce(output: OutputTensor) -> torch.Tensor:
+    def produce(output: OutputTensor) -> Iterator[torch.Tensor]:
         nonlocal done
-        tensor = merge_tensor(plan, by_name[output.name], seed, device)
+        yield from merge_tensor(plan, by_name[output.name], seed, device, reader)
         done += 1
         if progress:
             progress(done, len(plan.jobs))
-        return tensor
 
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, TensorReader() as reader:
         write_shards(tmp, shards, produce)
         _write_side_files(plan, tmp, seed)
     return out_dir

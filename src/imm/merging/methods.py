@@ -10,6 +10,10 @@ how each δᵢ is sparsified and whether a sign consensus is elected (TIES, arXi
 
 `imm` is θ0 + λ·DARE_p(F − θ0) of arXiv 2503.02103 (λ = weight = 0.5, keep rate 1 − p = 0.8,
 rescale 1/(1 − p)). `linear` and `slerp` act on the weights themselves (`task_vectors=False`).
+
+An `elementwise` method computes each output entry from the same entry of its inputs (random
+draws are one per entry, in flat order, from one generator per model), so the driver may feed it
+consecutive pieces of the flattened tensor, shape (n, c), and get exactly the whole-tensor result.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ class TensorParams:
 
 @dataclass(frozen=True)
 class Method:
-    fn: Callable[[torch.Tensor, TensorParams, torch.Generator], torch.Tensor]
+    fn: Callable[[torch.Tensor, TensorParams, Sequence[torch.Generator]], torch.Tensor]
     task_vectors: bool  # True: fn sees (n, *S) task vectors and returns a task vector
+    elementwise: bool  # True: each output entry depends only on the same entry of the inputs
     base: str  # "required" | "optional" (linear: the base is one more weighted input)
     per_model: Mapping[str, Param] = field(default_factory=dict)
     shared: Mapping[str, Param] = field(default_factory=dict)
@@ -58,8 +63,10 @@ class Method:
 
 # ---- generalized task arithmetic ---------------------------------------------------------------
 
+Generators = Sequence[torch.Generator]  # one per merged model, each seeded from (seed, tensor, model)
 
-def _sparsify_one(delta: torch.Tensor, how: str | None, p: Mapping[str, Any], rescale: sp.Rescale,
+
+def _sparsify_one(delta: torch.Tensor, how: str | None, p: Mapping[str, Any], rescale: bool,
                   generator: torch.Generator) -> torch.Tensor:
     if how is None:
         return delta
@@ -72,29 +79,36 @@ def _sparsify_one(delta: torch.Tensor, how: str | None, p: Mapping[str, Any], re
     return sp.della_magprune(delta, p["density"], p["epsilon"], generator, rescale)
 
 
-def generalized_task_arithmetic(
-    deltas: torch.Tensor, params: TensorParams, generator: torch.Generator, *,
-    sparsify: str | None, consensus: str | None, rescale_mode: str = "l1",
-) -> torch.Tensor:
-    """(n, *S) task vectors → (*S) merged task vector; `deltas` is consumed (modified in place)."""
-    rescale = rescale_mode if params.shared.get("rescale", rescale_mode == "density") else None
+def generalized_task_arithmetic(deltas: torch.Tensor, params: TensorParams, generators: Generators, *,
+                                sparsify: str | None, consensus: str | None) -> torch.Tensor:
+    """(n, *S) task vectors → (*S) merged task vector. Consumes `deltas`: the result is a view
+    of deltas[0], so a merge holds n task vectors and chunk-sized temporaries, nothing more."""
+    rescale = params.shared.get("rescale", True)
     for i, p in enumerate(params.per_model):
-        deltas[i] = _sparsify_one(deltas[i], sparsify, p, rescale, generator)
+        _sparsify_one(deltas[i], sparsify, p, rescale, generators[i])
     weights = torch.tensor([p["weight"] for p in params.per_model], dtype=deltas.dtype, device=deltas.device)
-    weights = weights.view(-1, *([1] * (deltas.dim() - 1)))  # (n, 1, ..., 1)
-    deltas.mul_(weights)
+    flat = deltas.view(len(weights), -1)  # (n, N)
+    for s in sp.chunks(flat.shape[1]):
+        flat[0, s] = _combine(flat[:, s], weights, consensus, params.shared)
+    return deltas[0]
+
+
+def _combine(deltas: torch.Tensor, weights: torch.Tensor, consensus: str | None, shared: Mapping) -> torch.Tensor:
+    """One chunk (n, c) of sparsified task vectors → (c,): weight, elect signs, sum, normalise, λ."""
+    weights = weights.view(-1, 1)  # (n, 1)
+    weighted = deltas * weights
     if consensus:
-        agree = sp.sign_agreement(deltas, consensus)  # (n, *S) bool
-        merged = deltas.mul_(agree).sum(dim=0)
+        agree = sp.sign_agreement(weighted, consensus)  # (n, c) bool
+        merged = weighted.mul_(agree).sum(dim=0)
         divisor = (weights * agree).sum(dim=0)
         divisor[divisor == 0] = 1
     else:
-        merged = deltas.sum(dim=0)
+        merged = weighted.sum(dim=0)
         divisor = weights.sum(dim=0)
         divisor[divisor.abs() < 1e-8] = 1
-    if params.shared.get("normalize", False):
+    if shared.get("normalize", False):
         merged /= divisor
-    lam = params.shared.get("lambda", 1.0)
+    lam = shared.get("lambda", 1.0)
     if lam != 1:
         merged *= lam
     return merged
@@ -103,7 +117,7 @@ def generalized_task_arithmetic(
 # ---- methods on the weights themselves ---------------------------------------------------------
 
 
-def linear(tensors: torch.Tensor, params: TensorParams, generator: torch.Generator) -> torch.Tensor:
+def linear(tensors: torch.Tensor, params: TensorParams, generators: Generators = ()) -> torch.Tensor:
     """Weighted average Σᵢ wᵢθᵢ / Σᵢ wᵢ (model soups, arXiv 2203.05482); without normalize, Σᵢ wᵢθᵢ."""
     result = torch.zeros_like(tensors[0])
     for tensor, p in zip(tensors, params.per_model):
@@ -134,7 +148,7 @@ def slerp_pair(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: floa
     return coef_a * v0 + coef_b * v1
 
 
-def slerp(tensors: torch.Tensor, params: TensorParams, generator: torch.Generator) -> torch.Tensor:
+def slerp(tensors: torch.Tensor, params: TensorParams, generators: Generators = ()) -> torch.Tensor:
     """tensors = (base, other); t = 0 returns the base."""
     return slerp_pair(params.shared["t"], tensors[0], tensors[1])
 
@@ -153,6 +167,7 @@ def _gta(sparsify: str | None, consensus: str | None, normalize: bool, rescale: 
     return Method(
         fn=partial(generalized_task_arithmetic, sparsify=sparsify, consensus=consensus),
         task_vectors=True,
+        elementwise=sparsify in (None, "random"),
         base="required",
         per_model={"weight": _WEIGHT, "density": _DENSITY, **extra},
         shared={"int8_mask": Param(False, bool), "normalize": Param(normalize, bool),
@@ -161,9 +176,9 @@ def _gta(sparsify: str | None, consensus: str | None, normalize: bool, rescale: 
 
 
 METHODS: dict[str, Method] = {
-    "linear": Method(linear, task_vectors=False, base="optional", per_model={"weight": _WEIGHT},
+    "linear": Method(linear, task_vectors=False, elementwise=True, base="optional", per_model={"weight": _WEIGHT},
                      shared={"normalize": Param(True, bool)}),
-    "slerp": Method(slerp, task_vectors=False, base="required", shared={"t": Param(REQUIRED, low=0.0, high=1.0)},
+    "slerp": Method(slerp, task_vectors=False, elementwise=False, base="required", shared={"t": Param(REQUIRED, low=0.0, high=1.0)},
                     min_models=1, max_models=1),
     "task_arithmetic": _gta(None, None, normalize=False, rescale=False),
     "ties": _gta("magnitude", "sum", normalize=True, rescale=False),
@@ -175,8 +190,9 @@ METHODS: dict[str, Method] = {
     "della_linear": _gta("della_magprune", None, normalize=False, rescale=True, extra={"epsilon": _EPSILON}),
     # IMM (arXiv 2503.02103): θ0 + λ·DARE_p(F − θ0), λ = 0.5, p = 0.2, rescale 1/(1 − p), no normalisation.
     "imm": Method(
-        fn=partial(generalized_task_arithmetic, sparsify="random", consensus=None, rescale_mode="density"),
+        fn=partial(generalized_task_arithmetic, sparsify="random", consensus=None),
         task_vectors=True,
+        elementwise=True,
         base="required",
         per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
     ),

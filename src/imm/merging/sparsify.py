@@ -1,124 +1,145 @@
 """The building blocks of task-vector merging: sparsifiers (which entries of one task vector to
 keep) and sign consensus (which task vectors agree at each entry).
 
-Each sparsifier takes one task vector δ (any shape, float32) and returns a tensor of the same
-shape; entries it drops are zero. Selection by magnitude is exact-k with ties broken by the lower
-flat index, so results do not depend on the sort algorithm.
+Each sparsifier takes one task vector δ (any shape, float32), zeroes the entries it drops IN
+PLACE, and returns δ: the merge holds n task vectors of the largest tensor at once, so no
+sparsifier makes a full-size temporary copy (work is done in chunks of CHUNK entries).
+Selection by magnitude is exact-k with ties broken by the lower flat index, so results do not
+depend on the sort algorithm.
 
-Rescaling the kept entries:
-  "l1"      — multiply by ‖δ‖₁ / ‖mask ⊙ δ‖₁ (mergekit 0.1.5's `rescale: true`)
-  "density" — multiply by 1/density, DARE's unbiased rescale (Yu et al., arXiv 2311.03099), used by
-              IMM (arXiv 2503.02103) with density 1 - p = 0.8
+Rescaling the kept entries (`rescale=True`):
+  random drop (DARE, arXiv 2311.03099; IMM, arXiv 2503.02103): × 1/density, which keeps the
+      expectation equal to δ (as in the DARE paper and mergekit before 0.1.5);
+  magnitude-based and DELLA: × ‖δ‖₁ / ‖kept‖₁, as mergekit 0.1.5.
 """
 
 from __future__ import annotations
 
 import torch
 
-Rescale = str | None  # None | "l1" | "density"
-_L1_EPS = 1e-7  # mergekit skips the rescale when either norm is below this
+CHUNK = 1 << 22  # entries per step of the chunked loops (16 MiB of float32)
+_L1_EPS = 1e-7  # mergekit skips the L1 rescale when either norm is below this
 
 
-def _rescale(delta: torch.Tensor, kept: torch.Tensor, rescale: Rescale, density: float) -> torch.Tensor:
-    """`kept` = mask ⊙ δ, already computed; returns it rescaled in place."""
-    if rescale == "density":
-        return kept.div_(density)
-    if rescale == "l1":
-        before, after = delta.abs().sum(), kept.abs().sum()
+def chunks(n: int, size: int = CHUNK) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _l1(flat: torch.Tensor) -> torch.Tensor:
+    return sum((flat[s].abs().sum(dtype=torch.float64) for s in chunks(flat.numel())),
+               torch.zeros((), dtype=torch.float64, device=flat.device))
+
+
+def _apply_mask(delta: torch.Tensor, mask: torch.Tensor, l1_rescale: bool) -> torch.Tensor:
+    """δ ← mask ⊙ δ, then optionally × ‖δ‖₁/‖mask ⊙ δ‖₁ (computed in float64, applied in float32)."""
+    flat, keep = delta.view(-1), mask.reshape(-1)
+    before = _l1(flat) if l1_rescale else None
+    for s in chunks(flat.numel()):
+        flat[s].mul_(keep[s])
+    if l1_rescale:
+        after = _l1(flat)
         if before >= _L1_EPS and after >= _L1_EPS:
-            kept.mul_(before / after)
-    return kept
+            flat.mul_((before / after).to(flat.dtype))
+    return delta
 
 
-def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest entry of a flat tensor (1 ≤ k ≤ n), without a full sort.
+def _kth_largest_abs(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest |entry| of a flat tensor (1 ≤ k ≤ n), without sorting or copying it all.
 
-    A strided sample brackets the answer; only the entries inside the bracket go to kthvalue.
-    Falls back to kthvalue on everything when the bracket misses (never wrong, only slower)."""
-    n = values.numel()
+    A strided sample brackets the answer; one chunked pass counts entries above the bracket and
+    collects those inside; kthvalue runs on that small band. Falls back to kthvalue on all of
+    |δ| when the bracket misses (never wrong, only slower)."""
+    n = flat.numel()
     if n <= 1 << 20:
-        return torch.kthvalue(values, n - k + 1).values
-    sample, _ = values[:: max(1, n // (1 << 18))].sort()
+        return torch.kthvalue(flat.abs(), n - k + 1).values
+    sample = flat[:: max(1, n // (1 << 18))].abs().sort().values
     rank = (1 - k / n) * (sample.numel() - 1)  # position of the answer in the ascending sample
     margin = 4 * int(sample.numel() ** 0.5) + 8
     lo = sample[max(0, int(rank) - margin)]
     hi = sample[min(sample.numel() - 1, int(rank) + margin)]
-    above = int((values > hi).sum())
-    band = values[(values >= lo) & (values <= hi)]
+    above, band = 0, []
+    for s in chunks(n):
+        a = flat[s].abs()
+        above += int((a > hi).sum())
+        band.append(a[(a >= lo) & (a <= hi)])
+    band = torch.cat(band)
     if above < k <= above + band.numel():
         return torch.kthvalue(band, band.numel() - (k - above) + 1).values
-    return torch.kthvalue(values, n - k + 1).values
+    return torch.kthvalue(flat.abs(), n - k + 1).values
 
 
-def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the k largest entries of a flat tensor; ties go to the lower index."""
-    n = values.numel()
-    if k >= n:
-        return torch.ones(n, dtype=torch.bool, device=values.device)
-    if k <= 0:
-        return torch.zeros(n, dtype=torch.bool, device=values.device)
-    threshold = _kth_largest(values, k)
-    mask = values > threshold
-    missing = k - int(mask.sum())
-    if missing > 0:
-        tied = (values == threshold).nonzero().squeeze(1)[:missing]
-        mask[tied] = True
-    return mask
+def top_k_mask(delta: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask (shape of δ) of its k largest-magnitude entries; ties go to the lower index."""
+    flat = delta.reshape(-1)
+    n = flat.numel()
+    if k >= n or k <= 0:
+        return torch.full(delta.shape, k > 0, dtype=torch.bool, device=delta.device)
+    threshold = _kth_largest_abs(flat, k)
+    mask = torch.empty(n, dtype=torch.bool, device=delta.device)
+    budget = k  # entries still to keep; ties at the threshold take what the strict ones leave
+    for s in chunks(n):
+        mask[s] = flat[s].abs() > threshold
+        budget -= int(mask[s].sum())
+    for s in chunks(n):
+        if budget <= 0:
+            break
+        tied = (flat[s].abs() == threshold).nonzero().squeeze(1)[:budget]
+        mask[s][tied] = True
+        budget -= tied.numel()
+    return mask.view(delta.shape)
 
 
-def magnitude(delta: torch.Tensor, density: float, rescale: Rescale = None) -> torch.Tensor:
+def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
     """Keep the ⌊density·n⌋ largest-magnitude entries (at least one), as TIES (arXiv 2306.01708)."""
     if density >= 1:
         return delta
     if density <= 0 or delta.numel() == 0:
-        return torch.zeros_like(delta)
+        return delta.zero_()
     k = max(1, int(density * delta.numel()))
-    mask = top_k_mask(delta.abs().flatten(), k).view_as(delta)
-    return _rescale(delta, delta * mask, rescale, density)
+    return _apply_mask(delta, top_k_mask(delta, k), rescale)
 
 
-def magnitude_outliers(
-    delta: torch.Tensor, density: float, gamma: float = 0.01, rescale: Rescale = None
-) -> torch.Tensor:
+def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float = 0.01, rescale: bool = False) -> torch.Tensor:
     """Model Breadcrumbs (arXiv 2312.06795): drop the top γ·n magnitudes as outliers, then the
     smallest, keeping ⌊density·n⌋ entries (outlier removal shrinks if needed to keep that many)."""
     if density >= 1:
         return delta
     n = delta.numel()
     target = int(density * n)
-    n_top = int(gamma * n)
-    n_bottom = max(0, n - target - n_top)
-    flat = delta.abs().flatten()
+    n_bottom = max(0, n - target - int(gamma * n))
     # ascending ranks [n_bottom, n_bottom + target) = top (n - n_bottom) minus top (n - n_bottom - target)
-    mask = top_k_mask(flat, n - n_bottom) & ~top_k_mask(flat, n - n_bottom - target)
-    return _rescale(delta, delta * mask.view_as(delta), rescale, density)
+    mask = top_k_mask(delta, n - n_bottom) & ~top_k_mask(delta, n - n_bottom - target)
+    return _apply_mask(delta, mask, rescale)
 
 
-def random_drop(
-    delta: torch.Tensor, density: float, generator: torch.Generator, rescale: Rescale = None
-) -> torch.Tensor:
-    """DARE (arXiv 2311.03099): keep each entry independently with probability `density`."""
+def random_drop(delta: torch.Tensor, density: float, generator: torch.Generator, rescale: bool = False) -> torch.Tensor:
+    """DARE (arXiv 2311.03099): keep each entry independently with probability `density`, then
+    (rescale) divide by density. Draws one uniform per entry in flat order, so applying it to
+    consecutive pieces of δ with one generator gives the same result as to all of δ."""
     if density >= 1:
         return delta
-    keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
-    return _rescale(delta, delta * keep, rescale, density)
+    flat = delta.view(-1)
+    for s in chunks(flat.numel()):
+        keep = torch.rand(s.stop - s.start, generator=generator, device=flat.device) < density
+        flat[s].mul_(keep)
+    return flat.div_(density).view(delta.shape) if rescale else delta
 
 
-def della_magprune(
-    delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator, rescale: Rescale = None
-) -> torch.Tensor:
+def della_magprune(delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator,
+                   rescale: bool = False) -> torch.Tensor:
     """DELLA's MagPrune (arXiv 2406.11617): within each row, keep probability rises linearly with
-    magnitude rank from density - ε (smallest) to density + ε (largest)."""
+    magnitude rank from density - ε (smallest) to density + ε (largest); rows in blocks."""
     if density >= 1:
         return delta
-    rows = delta.reshape(1, -1) if delta.dim() < 2 else delta.reshape(delta.shape[0], -1)  # (R, C)
-    order = rows.abs().argsort(dim=1, stable=True)
-    ranks = torch.empty_like(rows)
-    ranks.scatter_(1, order, torch.arange(rows.shape[1], dtype=rows.dtype, device=rows.device).expand_as(rows))
-    span = max(rows.shape[1] - 1, 1)
-    probs = (density - epsilon) + (ranks / span) * (2 * epsilon)
-    keep = torch.bernoulli(probs, generator=generator).view_as(delta)
-    return _rescale(delta, delta * keep, rescale, density)
+    rows = delta.view(1, -1) if delta.dim() < 2 else delta.view(delta.shape[0], -1)  # (R, C)
+    cols = rows.shape[1]
+    mask = torch.empty(rows.shape, dtype=torch.bool, device=delta.device)
+    ramp = torch.arange(cols, dtype=torch.float32, device=delta.device) / max(cols - 1, 1)
+    for s in chunks(rows.shape[0], max(1, CHUNK // max(cols, 1))):
+        order = rows[s].abs().argsort(dim=1, stable=True)
+        probs = torch.empty_like(rows[s]).scatter_(1, order, ramp.expand(order.shape).contiguous())
+        mask[s] = torch.bernoulli(probs.mul_(2 * epsilon).add_(density - epsilon), generator=generator).bool()
+    return _apply_mask(delta, mask.view(delta.shape), rescale)
 
 
 def sign_agreement(weighted: torch.Tensor, method: str) -> torch.Tensor:
