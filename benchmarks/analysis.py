@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/analysis.py                      # both parts
     .venv/bin/python benchmarks/analysis.py --part updates --layers 4 8 16 32
     .venv/bin/python benchmarks/analysis.py --part importance --probe-size 64 --max-new-tokens 48
+    python3 benchmarks/analysis.py --part gpu           # on a CUDA machine, with PYTHONPATH=src
+    .venv/bin/python benchmarks/analysis.py --part big  # only the 1.5B-shaped bf16 pair (needs ~8 GB disk)
 
 Part 1 writes pairs of random Llama-shaped checkpoints (hidden 512, vocab 8192; fp32 safetensors) with a
 growing number of blocks, then times `update_table` in a fresh process and reports its peak anonymous RSS
@@ -10,6 +12,9 @@ growing number of blocks, then times `update_table` in a fresh process and repor
 contrast, the same figures for copying both state dicts into RAM, as loading two models would.
 Part 2 times ablation (one greedy probe pass per skipped block) and gradient importance on a small random
 Llama with the world tokenizer, on the `arith` probe.
+Part gpu: on CUDA, checks that skipping block 0 under a KV cache equals a cacheless forward, times full
+ablation and gradient importance of a Qwen2.5-0.5B-shaped random Llama in bf16, and streams the update
+table of a Qwen2.5-1.5B-shaped bf16 checkpoint pair.
 """
 
 from __future__ import annotations
@@ -129,9 +134,82 @@ def bench_importance(probe_size: int, max_new_tokens: int, layers: int) -> None:
     assert set(ablation.values) == set(range(layers))
 
 
+def random_llama(tok, hidden: int, inter: int, layers: int, heads: int, kv: int, dtype, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=None)
+    return LlamaForCausalLM(config).to(device=device, dtype=dtype).eval()
+
+
+def gpu_cache_check(tok, probe, device: str) -> bool:
+    from imm.analysis import importance as imp
+
+    model = random_llama(tok, 256, 688, 4, 4, 4, torch.float32, device)
+    ids = tok(probe.task.prompt(probe.problems[0]), return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    with imp.skipped_block(model, 0), torch.no_grad():
+        cached = model.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=None)
+        manual = ids
+        for _ in range(16):
+            manual = torch.cat([manual, model(manual, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return bool(torch.equal(cached, manual))
+
+
+def bench_gpu(probe_size: int, max_new_tokens: int, device: str = "cuda") -> None:
+    from imm.analysis import importance as imp
+    from imm.world.tokenizer import train_tokenizer
+
+    probe = imp.probe_set("arith", probe_size)
+    tok = train_tokenizer([probe.task.prompt(p) + " " + p.solution for p in probe.task.problems("train")[:2000]], 512)
+    print(f"skip block 0 under KV cache == cacheless forward on {device}: {gpu_cache_check(tok, probe, device)}")
+    model = random_llama(tok, 896, 4864, 24, 14, 2, torch.bfloat16, device)  # Qwen2.5-0.5B block shapes
+    imp.probe_accuracy(model, tok, probe, max_new_tokens=8, batch_size=64)  # warm-up
+    start = time.perf_counter()
+    ablation = imp.ablation_importance(model, tok, probe, max_new_tokens=max_new_tokens)
+    ablation_s = time.perf_counter() - start
+    start = time.perf_counter()
+    imp.gradient_importance(model, tok, probe)
+    gradient_s = time.perf_counter() - start
+    n = sum(p.numel() for p in model.parameters())
+    print("| blocks | params (M) | dtype | probe | new tokens | ablation total s | s per skipped block | gradient s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| 24 | {n / 1e6:.0f} | bf16 | {probe_size} | {max_new_tokens} | {ablation_s:.1f} | "
+          f"{ablation_s / 25:.2f} | {gradient_s:.2f} |")
+    assert set(ablation.values) == set(range(24))
+    del model
+    bench_big_pair()
+
+
+def bench_big_pair() -> None:
+    """A Qwen2.5-1.5B-shaped pair (hidden 1536, 28 blocks, MLP 8960, vocab 151936) saved in bf16."""
+    global HIDDEN, INTERMEDIATE, VOCAB
+    HIDDEN, INTERMEDIATE, VOCAB = 1536, 8960, 151936
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        n = 0
+        for side, noise in (("a", 0.0), ("b", 1e-3)):
+            gen = torch.Generator().manual_seed(0)
+            tensors = {}
+            for name, shape in llama_shapes(28).items():
+                t = torch.randn(shape, generator=gen) * 0.02 + noise * torch.randn(shape)
+                tensors[name] = t.to(torch.bfloat16)
+                n += t.numel() if side == "a" else 0
+            (Path(tmp) / side).mkdir()
+            save_file(tensors, str(Path(tmp) / side / "model.safetensors"))
+            (Path(tmp) / side / "config.json").write_text("{}")
+            del tensors
+        stream = run_child("stream", Path(tmp) / "a", Path(tmp) / "b")
+    print(f"| blocks | params (M) | bf16 size per checkpoint (MiB) | stream: s | stream: peak anon RSS above start (MiB) |")
+    print("|---|---|---|---|---|")
+    print(f"| 28 | {n / 1e6:.0f} | {n * 2 / 2**20:.0f} | {stream['seconds']:.2f} | {stream['peak_above_start_mib']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("updates", "importance", "both"), default="both")
+    parser.add_argument("--part", choices=("updates", "importance", "both", "gpu", "big"), default="both")
     parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--probe-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -141,6 +219,10 @@ def main() -> None:
         bench_updates(args.layers)
     if args.part in ("importance", "both"):
         bench_importance(args.probe_size, args.max_new_tokens, args.probe_layers)
+    if args.part == "gpu":
+        bench_gpu(args.probe_size, args.max_new_tokens)
+    if args.part == "big":
+        bench_big_pair()
 
 
 if __name__ == "__main__":

@@ -61,10 +61,11 @@ def tensor_stats(base: Weights, others: list[Weights], name: str) -> GroupStats:
     k = len(others)
     stats = GroupStats(0, 0.0, tuple((0.0,) * k for _ in range(k)))
     for pieces in zip(base.chunks(name), *(w.chunks(name) for w in others)):
-        theta0 = pieces[0]  # (chunk,)
-        deltas = torch.stack([p - theta0 for p in pieces[1:]])  # (k, chunk)
-        gram = tuple(map(tuple, (deltas @ deltas.T).tolist()))
-        stats = stats + GroupStats(theta0.numel(), float(theta0 @ theta0), gram)
+        theta0, deltas = pieces[0], pieces[1:]  # each (chunk,), views of the checkpoints' read buffers
+        for delta in deltas:
+            delta.sub_(theta0)  # in place: the buffer is refilled by the next read anyway
+        gram = tuple(tuple(float(torch.dot(a, b)) for b in deltas) for a in deltas)
+        stats = stats + GroupStats(theta0.numel(), float(torch.dot(theta0, theta0)), gram)
     return stats
 
 

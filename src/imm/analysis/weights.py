@@ -46,18 +46,28 @@ class Weights:
         return next((a for a in TIED_ALIASES.get(name, ()) if a in self.shapes), None)
 
     def chunks(self, name: str) -> Iterator[torch.Tensor]:
-        """The tensor `name` as flat float64 pieces of at most ~CHUNK_ELEMENTS, in storage order."""
+        """The tensor `name` as flat float64 pieces of at most ~CHUNK_ELEMENTS, in storage order.
+
+        Each piece is a view of this checkpoint's one reusable buffer, valid until the next piece is read:
+        a fresh float64 buffer per piece would leave the C heap holding several chunks' worth after use."""
         stored = self.resolve(name)
-        shape = self.shapes[stored]
-        row_elements = math.prod(shape[1:]) if len(shape) > 1 else 1
+        shape = self.shapes[stored] or (1,)  # a scalar reads as one row of one element
+        row_elements = math.prod(shape[1:])
         rows_per_read = max(1, CHUNK_ELEMENTS // max(row_elements, 1))
+        buffer = self._buffer(rows_per_read * row_elements)
         with safe_open(str(self.files[stored]), framework="pt") as f:
             piece = f.get_slice(stored)
-            if len(shape) == 0:
-                yield f.get_tensor(stored).reshape(1).to(torch.float64)
-                return
             for start in range(0, shape[0], rows_per_read):
-                yield piece[start : start + rows_per_read].reshape(-1).to(torch.float64)
+                raw = piece[start : start + rows_per_read] if self.shapes[stored] else f.get_tensor(stored)
+                out = buffer[: raw.numel()]
+                out.copy_(raw.reshape(-1))  # widen to float64 in place
+                del raw
+                yield out
+
+    def _buffer(self, elements: int) -> torch.Tensor:
+        if getattr(self, "_chunk", None) is None or self._chunk.numel() < elements:
+            self._chunk = torch.empty(max(elements, CHUNK_ELEMENTS), dtype=torch.float64)
+        return self._chunk
 
 
 def _weight_map(folder: Path) -> dict[str, Path]:
