@@ -26,6 +26,7 @@ class Task:
 
     name: str = ""
     answer_kind: str = "number"  # number | math | choice: how verify compares answers
+    stop: tuple[str, ...] = STOP_STRINGS  # where a completion ends, besides the end-of-text token
 
     def problems(self, split: str) -> list[Problem]:
         raise NotImplementedError

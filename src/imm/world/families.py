@@ -155,6 +155,7 @@ class WorldTask(Task):
     """One family as a task; its `train` and `test` splits have fixed sizes (SPLIT_SIZES)."""
 
     answer_kind = "number"
+    stop = ()  # the world's model ends each solution with its end-of-text token
 
     def __init__(self, name: str, path: str | None = None):
         if path is not None:

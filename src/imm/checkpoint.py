@@ -1,0 +1,93 @@
+"""Loading and saving Hugging Face checkpoints, with clear errors instead of tracebacks.
+
+"builtin" names the tiny base model that ships inside the package (imm/world/base)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imm.errors import UserError
+from imm.layout import atomic_dir
+
+BUILTIN = "builtin"
+BUILTIN_DIR = Path(__file__).resolve().parent / "world" / "base"
+
+
+def resolve_model_path(path: str | Path) -> Path | str:
+    """A local folder as a Path; "builtin" as the shipped folder; anything else as a hub id string."""
+    if str(path) == BUILTIN:
+        if not (BUILTIN_DIR / "config.json").exists():
+            raise UserError("the built-in base model is missing from this install; run `imm world build` to rebuild it")
+        return BUILTIN_DIR
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise UserError(f"{local} has no config.json; point at a Hugging Face checkpoint folder or use 'builtin'")
+        return local.resolve()
+    if str(path).count("/") == 1 and not str(path).startswith((".", "/", "~")):
+        return str(path)  # a hub id such as Qwen/Qwen2.5-0.5B: users with network load it from the hub
+    raise UserError(f"model path {path} does not exist; pass a checkpoint folder, a hub id, or 'builtin'")
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for but no CUDA GPU is visible; use device=cpu or auto")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in names:
+        raise UserError(f"unknown dtype {dtype!r}; choose auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def load_model(path: str | Path, *, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) in eval mode on `device`; the tokenizer pads on the left for generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_model_path(path)
+    device = pick_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=pick_dtype(dtype, device))
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load model {path}: {first}; check the path or hub id and that it is a causal LM") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(device).eval(), tokenizer
+
+
+def save_model(model, tokenizer, out_dir: str | Path) -> Path:
+    """Write a loadable checkpoint folder atomically: it appears whole, or not at all."""
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return out_dir
+
+
+def architecture(path: str | Path) -> dict:
+    """The fields of config.json that two checkpoints must share to be merged or compared."""
+    config = json.loads((Path(resolve_model_path(path)) / "config.json").read_text())
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    return {k: config.get(k) for k in keys}
+
+
+def check_same_architecture(a: str | Path, b: str | Path) -> None:
+    arch_a, arch_b = architecture(a), architecture(b)
+    diff = [f"{k}: {arch_a[k]} vs {arch_b[k]}" for k in arch_a if arch_a[k] != arch_b[k]]
+    if diff:
+        raise UserError(f"checkpoints {a} and {b} have different architectures ({'; '.join(diff)}); use checkpoints of one model")

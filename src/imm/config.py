@@ -1,0 +1,216 @@
+"""Run configuration: frozen dataclasses per stage, composed into one `RunConfig`.
+
+One YAML file per experiment (`imm/configs/<name>.yaml` ships `default` and `smoke`), dotted
+`key=value` overrides on the command line, unknown keys rejected with their dotted path, and the
+resolved config written into every run folder. Every choice the paper leaves open is a named field
+here, read in exactly one place; comments mark [paper] and [ours] as METHOD.md does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from imm.errors import UserError
+from imm.finetune import FinetuneConfig
+
+ARMS = ("self_improve", "imm")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str = "builtin"  # θ0: a checkpoint folder, a hub id, or the shipped tiny model
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_task: str = "arith"  # questions the model self-improves on (its train split)
+    train_questions: int = 1000
+    id_tasks: tuple[str, ...] = ("arith",)
+    ood_tasks: tuple[str, ...] = ("arith_vocab", "arith_long", "arith_muldiv", "arith_big", "arith_symbolic")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    k: int = 4  # [ours] K samples per question (the paper's code samples greedily three times)
+    temperature: float = 0.8  # [ours]
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    batch_size: int = 64  # sequences per generation batch
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    dedup: bool = True  # [ours] drop identical completions of one question
+    max_per_question: int = 0  # [ours] keep at most this many per question; 0 = no cap
+    check_steps: bool = False  # [ours] also require every written step `a op b = c` to be right
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    method: str = "imm"  # [paper code] θ_t = θ0 + λ·DARE_p(F_t − θ0); any method of imm merge [ours]
+    weight: Union[float, list[float]] = 0.5  # λ [paper code]; a list is interpolated over depth [ours]
+    density: float = 0.8  # keep rate 1 − p, p = 0.2 [paper code]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    limit: int = 500  # test problems per task (300 or more keeps the noise near ±3 points)
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    diversity_k: int = 4  # samples per question for pass@k and the collapse metrics; 0 = off
+    diversity_questions: int = 100  # in-domain test questions those samples are drawn for
+    diversity_temperature: float = 0.8
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    enabled: bool = True  # layer tables after each iteration (imm analyze)
+    probe_task: str = "arith"
+    probe_size: int = 64
+    importance: tuple[str, ...] = ("ablation", "gradient")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "default"
+    out_dir: str = "runs"
+    seed: int = 0
+    iterations: int = 3  # [paper code]
+    arms: tuple[str, ...] = ARMS
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SampleConfig = field(default_factory=SampleConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """`value` as type `hint`, or a UserError naming the dotted key and the type it needs."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise UserError(f"config key {where} must be a mapping of {hint.__name__} fields, got {value!r}")
+        return from_dict(hint, value, where + ".")
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where)
+            except UserError:
+                pass
+        raise UserError(f"config key {where} has the wrong type: {value!r} is none of {hint}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {where} must be a list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise UserError(f"config key {where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise UserError(f"unknown config key {prefix}{key}; known keys here: {', '.join(sorted(names))}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict of a config (tuples as lists), as written to config.yaml."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _read_yaml(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.exists():
+        shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not shipped.exists():
+            names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+            raise UserError(f"config {name_or_path!r} is neither a file nor a shipped config ({names})")
+        path = shipped
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Set `a.b.c=value` in nested `data`; the value is read as YAML (numbers, lists, booleans)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise UserError(f"override {override!r} must look like key=value, e.g. sampling.k=8")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {override!r}: {part} is not a section")
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        node[leaf] = raw
+
+
+def load_config(name_or_path: str = "default", overrides: tuple[str, ...] = ()) -> RunConfig:
+    data = _read_yaml(name_or_path)
+    for override in overrides:
+        apply_override(data, override)
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Everything that can be checked before a model is loaded (fail before the expensive part)."""
+    from imm.checkpoint import resolve_model_path
+    from imm.tasks.registry import get_task
+
+    _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
+    _require(bool(cfg.arms) and set(cfg.arms) <= set(ARMS), f"arms must be a non-empty subset of {list(ARMS)}, got {list(cfg.arms)}")
+    _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
+    _require(cfg.sampling.k > 0, f"sampling.k must be positive, got {cfg.sampling.k}")
+    _require(cfg.sampling.temperature >= 0, f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
+    _require(0 < cfg.sampling.top_p <= 1, f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
+    _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
+    _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")
+    _require(cfg.finetune.init_from in ("generator", "base"), f"finetune.init_from must be generator or base, got {cfg.finetune.init_from!r}")
+    _require(0 < cfg.merge.density <= 1, f"merge.density must be in (0, 1], got {cfg.merge.density}")
+    _require(cfg.eval.limit > 0, f"eval.limit must be positive, got {cfg.eval.limit}")
+    _require(cfg.name and "/" not in cfg.name, f"name must be a plain folder name, got {cfg.name!r}")
+    for spec in (cfg.data.train_task, *cfg.data.id_tasks, *cfg.data.ood_tasks, cfg.analysis.probe_task):
+        get_task(spec)
+    resolve_model_path(cfg.model.base)

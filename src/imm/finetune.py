@@ -1,0 +1,138 @@
+"""Fine-tuning: full-parameter SFT on the verified samples (METHOD.md §2, F_t = fine-tune(init, D_t)).
+
+An explicit training loop, no Trainer: loss on the response tokens only, AdamW, linear warm-up then
+cosine decay, gradient accumulation, gradient clipping, length-bucketed batches (little padding),
+fp32 on CPU and bf16 autocast where the GPU supports it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    init_from: str = "generator"  # [paper code] generator: F_t starts from G; base: from θ0 [ours]
+    learning_rate: float = 2e-5  # [paper code]
+    epochs: int = 3  # [paper code]
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03  # [paper code]
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 512  # [paper code]
+    bucket_chunks: int = 50  # batches per length-sorted chunk: larger = less padding, less shuffling
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    examples: int
+    target_tokens: int  # tokens that carried loss
+    padding_share: float  # padded positions / all positions in the batches
+    tokens_per_s: float  # non-padding tokens processed per second
+    final_loss: float
+    seconds: float
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
+    """input_ids = prompt + response + eos; labels = -100 on the prompt (loss on the response only)."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids, labels = (p + r)[:max_length], ([IGNORE] * len(p) + r)[:max_length]
+    return ids, labels
+
+
+def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, labels (-100 on padding), each (B, T)."""
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (x, y) in enumerate(examples):
+        ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, chunk: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort each chunk of `chunk` batches by length, cut into batches, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    span = batch_size * chunk
+    for start in range(0, len(order), span):
+        part = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sum_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over labelled tokens, and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    targets = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at position t
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    return loss, int((targets != IGNORE).sum())
+
+
+def lr_at(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak learning rate: linear warm-up, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
+          desc: str | None = "fine-tune") -> TrainStats:
+    """Fine-tune `model` in place on (prompt, response) pairs."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    examples = [encode_example(tokenizer, p, r, cfg.max_length) for p, r in pairs]
+    lengths = [len(ids) for ids, _ in examples]
+    micro_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = math.ceil(micro_per_epoch / cfg.grad_accum) * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total, max(1, round(cfg.warmup_ratio * total))))
+    use_bf16 = model.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    model.train()
+    step, seen, padded, real, targets_total, loss_value, t0 = 0, 0, 0, 0, 0, float("nan"), time.perf_counter()
+    bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None, leave=False)
+    for _ in range(cfg.epochs):
+        batches = bucketed_batches(lengths, cfg.batch_size, cfg.bucket_chunks, rng)
+        for group_start in range(0, len(batches), cfg.grad_accum):
+            group = [collate([examples[i] for i in b], tokenizer.pad_token_id) for b in batches[group_start:group_start + cfg.grad_accum]]
+            n_targets = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
+            group_loss = 0.0
+            for batch in group:
+                batch = {k: v.to(model.device) for k, v in batch.items()}
+                with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss, _ = sum_loss(model, batch)
+                (loss / max(1, n_targets)).backward()
+                group_loss += float(loss.detach())
+                real += int(batch["attention_mask"].sum())
+                padded += int(batch["attention_mask"].numel())
+                seen += batch["input_ids"].shape[0]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step, targets_total = step + 1, targets_total + n_targets
+            loss_value = group_loss / max(1, n_targets)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            bar.update(1)
+    bar.close()
+    model.eval()
+    seconds = time.perf_counter() - t0
+    return TrainStats(step, len(examples), targets_total, 1 - real / max(1, padded), real / max(seconds, 1e-9),
+                      loss_value, seconds)

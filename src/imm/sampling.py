@@ -1,0 +1,86 @@
+"""Sampling: K chain-of-thought completions per prompt from the generator (METHOD.md §2, S_t).
+
+Batched Hugging Face generation with a KV cache and left padding. Prompts are sorted by length so
+a batch carries little padding, and every batch draws from its own seeded generator state, so a
+resumed run samples exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from imm.tasks.base import STOP_STRINGS
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # generated text, cut at the first stop string
+    num_tokens: int  # generated tokens kept (up to and including the end of the answer)
+    mean_entropy: float  # mean entropy (nats) of the sampling distribution over those tokens
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def _entropies(scores: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Per-step entropy of the (processed) next-token distribution: (steps, batch)."""
+    out = []
+    for step in scores:  # (batch, vocab), -inf where top-p removed a token
+        logp = torch.log_softmax(step.float(), dim=-1)
+        out.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def _generate_batch(model, tokenizer, prompts, k, temperature, top_p, max_new_tokens, stop, seed):
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    torch.manual_seed(seed)
+    sample = temperature > 0
+    out = model.generate(
+        **enc, max_new_tokens=max_new_tokens, num_return_sequences=k, do_sample=sample,
+        temperature=temperature if sample else None, top_p=top_p if sample else None, top_k=0 if sample else None,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        stop_strings=list(stop) or None, tokenizer=tokenizer,
+        output_scores=True, return_dict_in_generate=True,
+    )
+    new = out.sequences[:, enc["input_ids"].shape[1]:]  # (batch*k, steps)
+    entropy = _entropies(out.scores).T  # (batch*k, steps)
+    return [_completion(tokenizer, row, ent, stop) for row, ent in zip(new, entropy)]
+
+
+def _completion(tokenizer, tokens: torch.Tensor, entropy: torch.Tensor, stop) -> Completion:
+    ids = tokens.tolist()
+    n = len(ids)
+    for end in (tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if end in ids:
+            n = min(n, ids.index(end) + 1)
+    text = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
+    return Completion(text=text, num_tokens=n, mean_entropy=float(entropy[:n].mean()) if n else 0.0)
+
+
+def generate(
+    model, tokenizer, prompts: Sequence[str], *, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+    max_new_tokens: int = 256, batch_size: int = 64, stop: Sequence[str] = STOP_STRINGS, seed: int = 0,
+    desc: str | None = None,
+) -> list[list[Completion]]:
+    """k completions per prompt (temperature 0 = greedy); `batch_size` counts sequences, not prompts."""
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    per_batch = max(1, batch_size // k)
+    results: list[list[Completion]] = [[] for _ in prompts]
+    bar = tqdm(total=len(prompts), desc=desc, unit="q", disable=desc is None, leave=False)
+    for b, start in enumerate(range(0, len(order), per_batch)):
+        idx = order[start:start + per_batch]
+        flat = _generate_batch(model, tokenizer, [prompts[i] for i in idx], k, temperature, top_p,
+                               max_new_tokens, stop, seed * 100_003 + b)
+        for j, i in enumerate(idx):
+            results[i] = flat[j * k:(j + 1) * k]
+        bar.update(len(idx))
+    bar.close()
+    return results
