@@ -127,3 +127,22 @@ def test_bad_arguments_exit_2_with_one_line(run_dir, capsys, args, message):
 def test_run_folder_errors(tmp_path, capsys):
     assert main(["analyze", str(tmp_path)]) == 2
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_run_config_supplies_probe_and_importance(run_dir, tmp_path):
+    """config.yaml's analysis section (probe_size 2, importance [gradient]) and model.device are used when the
+    command line is silent: importance.csv then has gradients and an empty ablation column."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir / "arms/self_improve", copy / "arms/self_improve",
+                    ignore=shutil.ignore_patterns("analysis"))
+    config = {"model": {"base": str(run_dir / "base"), "device": "cpu"},
+              "analysis": {"probe_task": "arith", "probe_size": 2, "importance": ["gradient"]}}
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["analyze", str(copy), "--max-new-tokens", "4"]) == 0
+    out = copy / "arms/self_improve/iter_1/analysis"
+    rows = read_csv(out / "importance.csv")
+    assert all(r["ablation_drop"] == "" and float(r["gradient_l2"]) > 0 for r in rows)
+    saved = json.loads((out / "superficiality.json").read_text())
+    assert saved["probe_size"] == 2 and [f["importance"] for f in saved["figures"]] == ["gradient"]

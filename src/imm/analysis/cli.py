@@ -20,12 +20,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="the checkpoint to compare with --base")
     parser.add_argument("--out", type=Path, help="output folder for --base/--model")
     parser.add_argument("--arm", help="run mode: only this arm")
-    parser.add_argument("--probe", default="arith", help="task whose verified solutions probe importance (default arith)")
-    parser.add_argument("--probe-size", type=int, default=64, help="probe problems (default 64)")
-    parser.add_argument("--importance", default=",".join(KINDS),
-                        help="comma-separated kinds: ablation, gradient; 'none' for update tables only")
+    # Run mode takes the probe, importance and device from the run's config.yaml unless given here.
+    parser.add_argument("--probe", help="task whose verified solutions probe importance (default arith)")
+    parser.add_argument("--probe-size", type=int, help="probe problems (default 64)")
+    parser.add_argument("--importance", help="comma-separated kinds: ablation, gradient (default both); 'none' for "
+                        "update tables only")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="greedy tokens per probe answer (default 256)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", help="auto, cpu or cuda (default auto)")
+
+
+DEFAULTS = {"probe_task": "arith", "probe_size": 64, "importance": KINDS, "device": "auto"}
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -34,39 +38,48 @@ def _kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def _given(args: argparse.Namespace) -> dict:
+    """The settings given on the command line (None = not given)."""
+    given = {"probe_task": args.probe, "probe_size": args.probe_size, "device": args.device, "base": args.base,
+             "importance": None if args.importance is None else _kinds(args.importance)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def main(args: argparse.Namespace) -> int:
-    kinds = _kinds(args.importance)
+    given = _given(args)
     if args.run_dir is not None:
         if args.model or args.out:
             raise UserError("give either RUN_DIR or --base/--model/--out, not both")
-        return _run_mode(args, kinds)
+        return _run_mode(args, given)
     if not (args.base and args.model and args.out):
         raise UserError("pass RUN_DIR, or all of --base A --model B --out DIR")
     from imm.analysis.run_folder import analyze_pair
     from imm.analysis.tables import format_figures
 
-    found = analyze_pair(args.base, args.model, args.out, probe_task=args.probe, probe_size=args.probe_size,
-                         importance=kinds, max_new_tokens=args.max_new_tokens, device=args.device)
+    s = {**DEFAULTS, **given}
+    found = analyze_pair(s["base"], args.model, args.out, probe_task=s["probe_task"], probe_size=s["probe_size"],
+                         importance=s["importance"], max_new_tokens=args.max_new_tokens, device=s["device"])
     print(format_figures(found) or "no importance measured: layers.csv only")
     print(f"wrote {args.out}")
     return 0
 
 
-def _run_mode(args: argparse.Namespace, kinds: tuple[str, ...]) -> int:
+def _run_mode(args: argparse.Namespace, given: dict) -> int:
     import json
 
-    from imm.analysis.run_folder import analyze_iteration, run_base, run_iterations
+    from imm.analysis.run_folder import analyze_iteration, run_iterations, run_settings
     from imm.analysis.superficiality import Superficiality
     from imm.analysis.tables import SUPERFICIALITY_JSON, format_figures
     from imm.layout import iter_dir
 
-    base = args.base or run_base(args.run_dir)
+    s = {**DEFAULTS, **run_settings(args.run_dir), **given}
+    check_kinds(s["importance"])
     todo = [(arm, t) for arm, t in run_iterations(args.run_dir) if args.arm in (None, arm)]
     if not todo:
         raise UserError(f"{args.run_dir} has no trained iterations{' for arm ' + args.arm if args.arm else ''} yet")
     for arm, t in todo:
-        analyze_iteration(args.run_dir, arm, t, base=base, probe_task=args.probe, probe_size=args.probe_size,
-                          importance=kinds, max_new_tokens=args.max_new_tokens, device=args.device)
+        analyze_iteration(args.run_dir, arm, t, base=s["base"], probe_task=s["probe_task"], probe_size=s["probe_size"],
+                          importance=s["importance"], max_new_tokens=args.max_new_tokens, device=s["device"])
         saved = json.loads((iter_dir(args.run_dir, arm, t) / "analysis" / SUPERFICIALITY_JSON).read_text())
         found = [Superficiality(**{**f, "critical": tuple(f["critical"])}) for f in saved["figures"]]
         print(format_figures(found, label=f"{arm:<14} iter {t}  ") or f"{arm} iter {t}: layers.csv only")

@@ -96,18 +96,22 @@ def run_iterations(run_dir: Path) -> list[tuple[str, int]]:
     return found
 
 
-def run_base(run_dir: Path) -> str:
-    """`model.base` of the run's resolved config.yaml."""
+def run_settings(run_dir: Path) -> dict:
+    """base, probe_task, probe_size, importance and device from the run's resolved config.yaml."""
     import yaml
 
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.exists():
         raise UserError(f"{config_path} does not exist; pass a run folder written by `imm run`")
     config = yaml.safe_load(config_path.read_text()) or {}
-    base = (config.get("model") or {}).get("base")
-    if not base:
+    model, analysis = config.get("model") or {}, config.get("analysis") or {}
+    if not model.get("base"):
         raise UserError(f"{config_path} has no model.base; pass --base explicitly")
-    return str(base)
+    settings = {"base": str(model["base"]), "device": model.get("device", "auto")}
+    for key in ("probe_task", "probe_size", "importance"):
+        if key in analysis:
+            settings[key] = tuple(analysis[key]) if key == "importance" else analysis[key]
+    return settings
 
 
 def analyze_pair(
