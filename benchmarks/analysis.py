@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/analysis.py                      # both parts
     .venv/bin/python benchmarks/analysis.py --part updates --layers 4 8 16 32
-    .venv/bin/python benchmarks/analysis.py --part importance --probe-size 64 --max-new-tokens 48
+    .venv/bin/python benchmarks/analysis.py --part importance --probe-size 64 --max-new-tokens 64
     python3 benchmarks/analysis.py --part gpu           # on a CUDA machine, with PYTHONPATH=src
     .venv/bin/python benchmarks/analysis.py --part big  # only the 1.5B-shaped bf16 pair (needs ~8 GB disk)
 
@@ -11,7 +11,8 @@ growing number of blocks, then times `update_table` in a fresh process and repor
 (sampled every 2 ms; mmap'd weight pages are reclaimable page cache) above the RSS after imports; for
 contrast, the same figures for copying both state dicts into RAM, as loading two models would.
 Part 2 times ablation (one greedy probe pass per skipped block) and gradient importance on a small random
-Llama with the world tokenizer, on the `arith` probe.
+Llama of the built-in model's shape (8 blocks, hidden 128, MLP 384) with the world tokenizer, on the `arith`
+probe; a random model seldom writes a stop string, so answers run to about --max-new-tokens.
 Part gpu: on CUDA, checks that skipping block 0 under a KV cache equals a cacheless forward, times full
 ablation and gradient importance of a Qwen2.5-0.5B-shaped random Llama in bf16, and streams the update
 table of a Qwen2.5-1.5B-shaped bf16 checkpoint pair.
@@ -116,7 +117,7 @@ def bench_importance(probe_size: int, max_new_tokens: int, layers: int) -> None:
     probe = imp.probe_set("arith", probe_size)
     tok = train_tokenizer([probe.task.prompt(p) + " " + p.solution for p in probe.task.problems("train")[:2000]], 512)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=344, num_hidden_layers=layers,
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=384, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=4, pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, bos_token_id=None)
     model = LlamaForCausalLM(config).eval()
@@ -212,8 +213,8 @@ def main() -> None:
     parser.add_argument("--part", choices=("updates", "importance", "both", "gpu", "big"), default="both")
     parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--probe-size", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--probe-layers", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--probe-layers", type=int, default=8)  # the built-in model has 8
     args = parser.parse_args()
     if args.part in ("updates", "both"):
         bench_updates(args.layers)
