@@ -146,3 +146,10 @@ def test_run_config_supplies_probe_and_importance(run_dir, tmp_path):
     assert all(r["ablation_drop"] == "" and float(r["gradient_l2"]) > 0 for r in rows)
     saved = json.loads((out / "superficiality.json").read_text())
     assert saved["probe_size"] == 2 and [f["importance"] for f in saved["figures"]] == ["gradient"]
+
+
+def test_bad_probe_fails_before_reading_checkpoints(tmp_path, capsys):
+    """The probe task is checked first: the (missing) checkpoints are never reached."""
+    args = ["analyze", "--base", str(tmp_path / "none"), "--model", str(tmp_path / "none"), "--out", str(tmp_path)]
+    assert main([*args, "--probe", "no_such_task"]) == 2
+    assert "unknown task" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from imm.analysis.importance import check_kinds
+from imm.analysis.importance import check_kinds, probe_set
 from imm.analysis.importance_cache import cached_importance
 from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
@@ -32,6 +32,13 @@ def base_folder(base: str | Path) -> Path:
     if not isinstance(where, Path):
         raise UserError(f"base {base} is a hub id; download it and pass its local folder (analysis reads files)")
     return where
+
+
+def check_request(importance: Sequence[str], probe_task: str, probe_size: int) -> None:
+    """Fail on a bad importance kind, probe task or size before any checkpoint is read."""
+    check_kinds(importance)
+    if importance:
+        probe_set(probe_task, probe_size)
 
 
 def iteration_model(run_dir: Path, arm: str, iteration: int) -> Path:
@@ -68,7 +75,7 @@ def analyze_iteration(
     out = iter_dir(run_dir, arm, iteration) / "analysis"
     if all((out / name).exists() for name in OUTPUTS):
         return
-    check_kinds(importance)
+    check_request(importance, probe_task, probe_size)
     base = base_folder(base)
     checkpoints = iteration_checkpoints(Path(run_dir), arm, iteration)
     previous = PREVIOUS if PREVIOUS in checkpoints else None
@@ -126,7 +133,7 @@ def analyze_pair(
     device: str = "auto",
 ) -> list[Superficiality]:
     """The three outputs for any two compatible checkpoints; θ0's importance is cached in out/analysis_cache."""
-    check_kinds(importance)
+    check_request(importance, probe_task, probe_size)
     base, model = base_folder(base), base_folder(model)
     names, groups = stream_stats(base, {"model": model})
     rows = layer_rows(names, groups, "model")

@@ -1,7 +1,8 @@
 """The analysis outputs: layers.csv, importance.csv and superficiality.json, written atomically.
 
     layers.csv          model,layer,module,n_params,delta_l2,base_l2,relative,step_l2,cos_prev,pullback
-                        one row per (checkpoint, layer, module); module "all" is the whole block
+                        one row per (checkpoint, layer, module); module "all" is the whole block; with
+                        tied embeddings the head matrix is the embedding, so `head` holds only the final norm
     importance.csv      model,layer,ablation_drop,skipped_accuracy,gradient_l2   (importance of θ0)
     superficiality.json the figures of superficiality.py per checkpoint and importance kind, plus context
 """

@@ -137,7 +137,3 @@ def update_table(base: Path, model: Path) -> list[LayerRow]:
     names, groups = stream_stats(base, {"model": model})
     return layer_rows(names, groups, "model")
 
-
-def block_updates(rows: list[LayerRow], model: str) -> dict[int, float]:
-    """delta_l2 of each whole decoder block of checkpoint `model`: block index -> ‖X_l − θ0_l‖₂."""
-    return {int(r.layer): r.delta_l2 for r in rows if r.model == model and r.module == ALL and r.layer.isdigit()}

@@ -33,6 +33,7 @@ class Weights:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.files = _weight_map(self.folder)  # name -> file
+        self._chunk: torch.Tensor | None = None  # the reusable float64 read buffer, made on first read
         self.shapes: dict[str, tuple[int, ...]] = {}
         for file in sorted(set(self.files.values())):
             with safe_open(str(file), framework="pt") as f:
@@ -65,7 +66,7 @@ class Weights:
                 yield out
 
     def _buffer(self, elements: int) -> torch.Tensor:
-        if getattr(self, "_chunk", None) is None or self._chunk.numel() < elements:
+        if self._chunk is None or self._chunk.numel() < elements:
             self._chunk = torch.empty(max(elements, CHUNK_ELEMENTS), dtype=torch.float64)
         return self._chunk
 
