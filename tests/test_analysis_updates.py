@@ -177,3 +177,32 @@ def test_superficiality_record():
     assert (s.spearman, s.spearman_relative, s.critical) == (pytest.approx(-1.0), pytest.approx(1.0), (3,))
     assert s.critical_share == pytest.approx(1 / 30)
     assert s.uniform_share == 0.25
+
+
+def test_pullback_of_the_papers_imm_merge_is_one_half(tmp_path):
+    """θ = θ0 + λ·m⊙Δ/(1−p) with λ = 0.5, keep rate 0.8 (imm merge): ⟨θ − θ0, Δ⟩/‖Δ‖² = λ/(1−p)·Σ m Δ²/ΣΔ²,
+    whose expectation is λ = 0.5, so pullback ≈ 0.5 per block (thousands of entries: within ±0.05). The merged
+    update's norm is λ/sqrt(1−p) = 0.559 of the fine-tune's in expectation."""
+    import yaml
+
+    from imm.cli import main
+
+    base = tiny_model()
+    base.save_pretrained(tmp_path / "base")
+    torch.manual_seed(1)
+    tuned = perturbed(base, {})
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    tuned.save_pretrained(tmp_path / "ft")
+    spec = {"merge_method": "imm", "base_model": str(tmp_path / "base"), "dtype": "float32",
+            "models": [{"model": str(tmp_path / "ft"), "parameters": {"weight": 0.5, "density": 0.8}}]}
+    (tmp_path / "merge.yml").write_text(yaml.safe_dump(spec))
+    assert main(["merge", str(tmp_path / "merge.yml"), str(tmp_path / "merged"), "--quiet"]) == 0
+    names, groups = stream_stats(tmp_path / "base", {"ft": tmp_path / "ft", "merged": tmp_path / "merged"})
+    merged = layer_rows(names, groups, "merged", finetuned="ft")
+    tuned_rows = layer_rows(names, groups, "ft")
+    for layer in ("0", "1"):
+        assert row(merged, layer, model="merged").pullback == pytest.approx(0.5, abs=0.05)
+        ratio = row(merged, layer, model="merged").delta_l2 / row(tuned_rows, layer, model="ft").delta_l2
+        assert ratio == pytest.approx(0.5 / math.sqrt(0.8), abs=0.03)
