@@ -119,8 +119,26 @@ def test_hostile_answers_are_wrong_within_the_timeout(judge):
 
 def test_steps_correct():
     assert verify.steps_correct("12 + 7 = 19. 19 - 5 = 14. The answer is 14.")
+    assert verify.steps_correct("2.5 x 4 = 10 and 10-12=-2.")
     assert not verify.steps_correct("12 + 7 = 18. The answer is 18.")
     assert not verify.steps_correct("6 / 0 = 1.")
+    assert not verify.steps_correct("112 + 7 = 19")  # whole numbers only: '12 + 7 = 19' is not inside it
+
+
+@pytest.mark.parametrize("hostile", [
+    "1" * 200_000, "1 + " * 50_000, "The answer is " + "$" * 200_000, "The answer is " * 50_000, "1," * 100_000,
+    "\\boxed{" * 50_000, "(A" * 100_000,
+])
+def test_hostile_completions_stay_fast_in_process(hostile):
+    """Linear-time patterns: each 200 kB completion is extracted, judged and step-checked in well under a
+    second (quadratic backtracking on 200,000 digits would take hours)."""
+    start = time.monotonic()
+    for kind in ("number", "choice"):
+        for metric in verify.METRICS:
+            assert not check(hostile, "3", kind, metric).correct
+    verify.extract_answer(hostile, STRICT, "math")
+    verify.steps_correct(hostile)
+    assert time.monotonic() - start < 2.0
 
 
 def test_unknown_metric_and_kind_are_errors():

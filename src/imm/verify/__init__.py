@@ -3,7 +3,7 @@
 The loop's training filter and every evaluation call `check` / `check_many`, so what is trained on
 and what is reported can never disagree. Metric names follow lm-evaluation-harness: `strict-match`
 reads the answer after the last "The answer is" (or "#### ", or the last \\boxed{} for math);
-`flexible-extract` falls back to the last number (see `imm.verify.extract` for every kind).
+`flexible-extract` falls back to the last number (see `imm.verify.extraction` for every kind).
 
 Answer kinds and how they are compared:
     number  exact value after removing commas, '$', units, '%' and trailing zeros: in-process, fast
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Sequence
 
-from imm.verify.extract import FLEXIBLE, KINDS, METRICS, STRICT, extract, last_boxed
+from imm.verify.extraction import FLEXIBLE, KINDS, METRICS, STRICT, extract, last_boxed
 from imm.verify.numeric import NUMBER, number_text, numbers_equal, parse_number
 from imm.verify.symbolic import SymbolicJudge, default_judge
 
@@ -29,8 +29,10 @@ __all__ = [
     "last_boxed", "answer_key", "SymbolicJudge", "NUMBER",
 ]
 
-# One arithmetic step as the built-in world and GSM8K solutions write it: "12 + 7 = 19".
-_STEP_RE = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/x×÷])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)")
+# One arithmetic step as the built-in world and GSM8K solutions write it: "12 + 7 = 19". Operands
+# start at a number boundary and have at most 40 digits, so a hostile run of digits scans in linear time.
+_OPERAND = r"(?<![\d.])(-?\d{1,40}(?:\.\d{1,40})?)(?!\d|\.\d)"
+_STEP_RE = re.compile(rf"{_OPERAND}\s*([-+*/x×÷])\s*{_OPERAND}\s*=\s*{_OPERAND}")
 # LaTeX spellings that never change a value: spacing, \left/\right, \dfrac, degree marks, '$'.
 _LATEX_NOISE = [
     (re.compile(r"\\left|\\right|\\[,;:! ]|\\displaystyle|\s|\$|\\\$"), ""),
