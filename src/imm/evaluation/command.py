@@ -71,6 +71,9 @@ def _load_tasks(args: argparse.Namespace) -> list[tuple[str, object, list, list]
         names.add(task.name)
         problems = task.problems(args.split)[: args.limit]
         shots = task.problems("train")[: args.shots] if args.shots else []
+        if {s.question for s in shots} & {p.question for p in problems}:
+            raise UserError(f"task {task.name!r}: --shots drew demos from the evaluated questions "
+                            f"(a single file serves every split); give a folder with train.jsonl and {args.split}.jsonl")
         loaded.append((spec, task, problems, shots))
     return loaded
 
