@@ -66,7 +66,10 @@ def score_completions(
 _CORRECT = {verify.STRICT: "correct", verify.FLEXIBLE: "flexible_correct"}
 
 
-def _judge(task, problems, prompts, completions, sample_labels) -> list[dict[str, Any]]:
+def _judge(
+    task: Task, problems: Sequence[Problem], prompts: Sequence[str],
+    completions: Sequence[Sequence[CompletionLike]], sample_labels: Sequence[str | int],
+) -> list[dict[str, Any]]:
     """Rows for every completion (question-major), judged under both metrics in two batched calls."""
     flat = [(i, j, c) for i, group in enumerate(completions) for j, c in enumerate(group)]
     texts, owners = [c.text for _, _, c in flat], [problems[i] for i, _, _ in flat]
