@@ -7,7 +7,7 @@ Inputs: a base and two fine-tunes (base + N(0, 0.002²) noise) with random weigh
 configuration (vocab 151 936, hidden 896, MLP 4 864, 14 heads, 2 KV heads, tied embeddings) in
 bfloat16, at three depths (6, 12 and 24 layers: 0.22B, 0.31B, 0.49B parameters), written to --work
 and deleted afterwards. Each tool runs as its own process on the same YAML (`dtype: bfloat16`);
-wall time and peak RSS come from wait4(). mergekit runs from its throwaway venv (see
+wall time and peak RSS come from /usr/bin/time. mergekit runs from its throwaway venv (see
 benchmarks/mergekit_check.py). "I/O bound" is the time to read the three inputs and write one
 output of the same size with plain file calls (page cache warm), no arithmetic; GB/s for a tool is
 (bytes read + bytes written) / wall time.
@@ -58,14 +58,14 @@ def write_family(root: Path, layers: int) -> tuple[list[Path], int]:
 
 
 def measure(cmd: list[str]) -> tuple[float, float]:
-    """Run a command; (wall seconds, peak RSS GiB) of that process alone."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 2**20
+    """Run a command under /usr/bin/time; (wall seconds, peak RSS GiB) of that process alone.
+    (wait4() from this process would count our own RSS at fork time into the child's peak.)"""
+    proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr[-2000:]}")
+    wall, kib = proc.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(kib) / 2**20
 
 
 def io_bound(folders: list[Path], out: Path) -> float:

@@ -29,7 +29,7 @@ from imm.merging.parameters import depth
 from imm.merging.spec import MergeSpec
 
 DEFAULT_SHARD_BYTES = 5 * 2**30
-STREAM_CHUNK = 1 << 22  # entries per streamed piece: 16 MiB per model in float32
+STREAM_CHUNK = 1 << 20  # entries per streamed piece: 4 MiB per model in float32
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -111,7 +111,7 @@ def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu"
     for piece in pieces:
         first, stop = (piece.start, piece.stop) if piece else (0, None)
         if method.task_vectors:
-            base = reader.read(job.base, first, stop).to(device)
+            base = reader.read(job.base, first, stop).to(device=device, dtype=torch.float32)
             deltas = _stack(reader, job.inputs, first, stop, device).sub_(base)  # δᵢ = θᵢ − θ_base, (n, *S)
             result = method.fn(deltas, job.params, generators).add_(base)
         else:

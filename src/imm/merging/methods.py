@@ -95,15 +95,16 @@ def generalized_task_arithmetic(deltas: torch.Tensor, params: TensorParams, gene
 
 def _combine(deltas: torch.Tensor, weights: torch.Tensor, consensus: str | None, shared: Mapping) -> torch.Tensor:
     """One chunk (n, c) of sparsified task vectors → (c,): weight, elect signs, sum, normalise, λ."""
-    weights = weights.view(-1, 1)  # (n, 1)
-    weighted = deltas * weights
+    weighted = deltas.mul_(weights.view(-1, 1))  # (n, c)
     if consensus:
         agree = sp.sign_agreement(weighted, consensus)  # (n, c) bool
-        merged = weighted.mul_(agree).sum(dim=0)
-        divisor = (weights * agree).sum(dim=0)
+        merged = sp.sum_rows(weighted.masked_fill_(~agree, 0))
+        divisor = torch.zeros_like(merged)
+        for i, w in enumerate(weights.tolist()):  # Σᵢ wᵢ·[agreeᵢ], same order as a sum over dim 0
+            divisor.add_(agree[i].to(divisor.dtype), alpha=w)
         divisor[divisor == 0] = 1
     else:
-        merged = weighted.sum(dim=0)
+        merged = sp.sum_rows(weighted)
         divisor = weights.sum(dim=0)
         divisor[divisor.abs() < 1e-8] = 1
     if shared.get("normalize", False):

@@ -35,7 +35,7 @@ def _apply_mask(delta: torch.Tensor, mask: torch.Tensor, l1_rescale: bool) -> to
     flat, keep = delta.view(-1), mask.reshape(-1)
     before = _l1(flat) if l1_rescale else None
     for s in chunks(flat.numel()):
-        flat[s].mul_(keep[s])
+        flat[s].masked_fill_(~keep[s], 0)
     if l1_rescale:
         after = _l1(flat)
         if before >= _L1_EPS and after >= _L1_EPS:
@@ -60,7 +60,7 @@ def _kth_largest_abs(flat: torch.Tensor, k: int) -> torch.Tensor:
     above, band = 0, []
     for s in chunks(n):
         a = flat[s].abs()
-        above += int((a > hi).sum())
+        above += int(torch.count_nonzero(a > hi))
         band.append(a[(a >= lo) & (a <= hi)])
     band = torch.cat(band)
     if above < k <= above + band.numel():
@@ -79,7 +79,7 @@ def top_k_mask(delta: torch.Tensor, k: int) -> torch.Tensor:
     budget = k  # entries still to keep; ties at the threshold take what the strict ones leave
     for s in chunks(n):
         mask[s] = flat[s].abs() > threshold
-        budget -= int(mask[s].sum())
+        budget -= int(torch.count_nonzero(mask[s]))
     for s in chunks(n):
         if budget <= 0:
             break
@@ -120,8 +120,8 @@ def random_drop(delta: torch.Tensor, density: float, generator: torch.Generator,
         return delta
     flat = delta.view(-1)
     for s in chunks(flat.numel()):
-        keep = torch.rand(s.stop - s.start, generator=generator, device=flat.device) < density
-        flat[s].mul_(keep)
+        drop = torch.rand(s.stop - s.start, generator=generator, device=flat.device) >= density
+        flat[s].masked_fill_(drop, 0)
     return flat.div_(density).view(delta.shape) if rescale else delta
 
 
@@ -142,11 +142,20 @@ def della_magprune(delta: torch.Tensor, density: float, epsilon: float, generato
     return _apply_mask(delta, mask.view(delta.shape), rescale)
 
 
+def sum_rows(stacked: torch.Tensor) -> torch.Tensor:
+    """Σᵢ stacked[i] for (n, c), added in order 0, 1, …: the same float32 result as a sum over
+    dim 0, several times faster on CPU for small n."""
+    total = stacked[0].clone()
+    for row in stacked[1:]:
+        total.add_(row)
+    return total
+
+
 def sign_agreement(weighted: torch.Tensor, method: str) -> torch.Tensor:
     """TIES sign election over stacked task vectors (n, *S) → bool mask (n, *S) of the entries
     whose sign equals the elected one. "sum": the sign of Σᵢ δᵢ (mass); "count": the sign held by
     more task vectors. A zero sum elects +; zero entries never agree."""
     sign = weighted.sign()
-    total = weighted.sum(dim=0) if method == "sum" else sign.sum(dim=0)
+    total = sum_rows(weighted if method == "sum" else sign)
     elected = torch.where(total >= 0, 1.0, -1.0).to(sign.dtype)
     return sign == elected
