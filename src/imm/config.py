@@ -29,6 +29,7 @@ class ModelConfig:
     base: str = "builtin"  # θ0: a checkpoint folder, a hub id, or the shipped tiny model
     device: str = "auto"  # auto | cpu | cuda[:N]
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    threads: int = 0  # CPU threads for torch; 0 = torch's default (one per core)
 
 
 @dataclass(frozen=True)

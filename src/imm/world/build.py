@@ -16,14 +16,15 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from imm.checkpoint import BUILTIN_DIR, pick_device, save_model
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, train
+from imm.finetune import TrainStats, collate, encode_example, sum_loss
 from imm.layout import atomic_write_json
-from imm.sampling import generate
 from imm.tasks.registry import get_task
 from imm.world.families import FAMILIES, IN_DOMAIN, stream
 from imm.world.tokenizer import train_tokenizer
@@ -33,29 +34,31 @@ from imm.world.tokenizer import train_tokenizer
 class BuildConfig:
     steps: int = 1500
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # constant after warm-up, so a build of N steps is a prefix of a longer one
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
     in_domain_share: float = 0.4  # the rest is split evenly over the out-of-domain families
     layers: int = 8
     hidden: int = 128
-    intermediate: int = 384
+    intermediate: int = 256
     heads: int = 4
     vocab_size: int = 512
     eval_size: int = 300
     seed: int = 0
 
 
-def pretrain_pairs(cfg: BuildConfig) -> list[tuple[str, str]]:
-    """(prompt, " solution") pairs from the pretrain split, mixed by family share."""
-    n = cfg.steps * cfg.batch_size
+def pretrain_stream(cfg: BuildConfig) -> Iterator[tuple[str, str]]:
+    """Endless (prompt, " solution") pairs from the pretrain split; each example's family is drawn
+    by share, so the first N examples do not depend on how many are drawn in all."""
+    rng = random.Random(cfg.seed)
     others = [f for f in FAMILIES if f != IN_DOMAIN]
-    counts = {IN_DOMAIN: round(n * cfg.in_domain_share)}
-    counts |= {f: (n - counts[IN_DOMAIN]) // len(others) for f in others}
-    pairs = []
-    for family, count in counts.items():
-        task = get_task(family)
-        pairs += [(task.prompt(p), " " + p.solution) for p in itertools.islice(stream(family, "pretrain"), count)]
-    random.Random(cfg.seed).shuffle(pairs)
-    return pairs
+    weights = [cfg.in_domain_share] + [(1 - cfg.in_domain_share) / len(others)] * len(others)
+    streams = {f: stream(f, "pretrain") for f in FAMILIES}
+    tasks = {f: get_task(f) for f in FAMILIES}
+    while True:
+        family = rng.choices([IN_DOMAIN, *others], weights)[0]
+        problem = next(streams[family])
+        yield tasks[family].prompt(problem), " " + problem.solution
 
 
 def new_model(cfg: BuildConfig, tokenizer):
@@ -73,25 +76,54 @@ def new_model(cfg: BuildConfig, tokenizer):
 
 def family_accuracy(model, tokenizer, size: int) -> dict[str, float]:
     """Greedy strict-match accuracy on the first `size` test problems of every family."""
+    from imm.evaluation import evaluate
+
     out = {}
     for family in FAMILIES:
         task = get_task(family)
-        problems = task.problems("test")[:size]
-        completions = generate(model, tokenizer, [task.prompt(p) for p in problems], max_new_tokens=96, batch_size=256, stop=task.stop)
-        out[family] = sum(task.check(c[0].text, p).correct for c, p in zip(completions, problems)) / len(problems)
+        result = evaluate(model, tokenizer, task, task.problems("test")[:size], max_new_tokens=96, batch_size=256)
+        out[family] = result.metrics["strict-match"]
     return out
 
 
-def build(out: Path, cfg: BuildConfig, device: str = "cpu") -> dict:
+def pretrain(model, tokenizer, cfg: BuildConfig, every: int = 0, on_checkpoint: Callable[[int], None] | None = None) -> TrainStats:
+    """Next-token loss on the solution only, AdamW at a constant rate after a linear warm-up."""
+    data = pretrain_stream(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    tokens, loss_value, t0 = 0, float("nan"), time.perf_counter()
+    model.train()
+    for step in tqdm(range(1, cfg.steps + 1), desc="pretrain", unit="step"):
+        pairs = [next(data) for _ in range(cfg.batch_size)]
+        batch = collate([encode_example(tokenizer, p, r, 256) for p, r in pairs], tokenizer.pad_token_id)
+        loss, n = sum_loss(model, {k: v.to(model.device) for k, v in batch.items()})
+        (loss / n).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+        tokens, loss_value = tokens + int(batch["attention_mask"].sum()), float(loss.detach()) / n
+        if every and on_checkpoint and step % every == 0:
+            model.eval(), on_checkpoint(step), model.train()
+    model.eval()
+    seconds = time.perf_counter() - t0
+    return TrainStats(cfg.steps, cfg.steps * cfg.batch_size, tokens, 0.0, tokens / seconds, loss_value, seconds)
+
+
+def build(out: Path, cfg: BuildConfig, device: str = "cpu", every: int = 0) -> dict:
+    """Tokenizer, model, pretraining, accuracy per family; with `every`, a checkpoint and its
+    accuracy on 100 problems per family every `every` steps under out/../<name>-steps/."""
     t0 = time.perf_counter()
-    pairs = pretrain_pairs(cfg)
-    tokenizer = train_tokenizer((p + r for p, r in pairs[:20000]), cfg.vocab_size)
+    data = pretrain_stream(cfg)
+    tokenizer = train_tokenizer((p + r for p, r in itertools.islice(data, 20000)), cfg.vocab_size)
     model = new_model(cfg, tokenizer).to(pick_device(device))
-    ft = FinetuneConfig(learning_rate=cfg.learning_rate, epochs=1, batch_size=cfg.batch_size, warmup_ratio=0.03,
-                        weight_decay=0.1, max_length=256)
-    stats = train(model, tokenizer, pairs, ft, seed=cfg.seed, desc="pretrain")
+
+    def checkpoint(step: int) -> None:
+        acc = family_accuracy(model, tokenizer, 100)
+        print(f"step {step}: " + " ".join(f"{f}={a:.0%}" for f, a in acc.items()), flush=True)
+        save_model(model, tokenizer, out.parent / f"{out.name}-steps" / f"step_{step}")
+
+    stats = pretrain(model, tokenizer, cfg, every, checkpoint)
     accuracy = family_accuracy(model, tokenizer, cfg.eval_size)
-    report = {"config": asdict(cfg), "train": asdict(stats), "accuracy": accuracy,
+    report = {"config": asdict(cfg), "device": device, "train": asdict(stats), "accuracy": accuracy,
               "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - t0}
     save_model(model.cpu(), tokenizer, out)
     atomic_write_json(out / "build_report.json", report)
@@ -105,12 +137,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--steps", type=int, default=BuildConfig.steps, help="optimizer steps of pretraining")
     b.add_argument("--seed", type=int, default=BuildConfig.seed)
     b.add_argument("--device", default="cpu", help="cpu (the shipped base's reference), cuda, or auto")
+    b.add_argument("--checkpoint-every", type=int, default=0, help="also save and score a checkpoint every N steps")
 
 
 def main(args: argparse.Namespace) -> int:
     if args.steps <= 0:
         raise UserError(f"--steps must be positive, got {args.steps}")
-    report = build(args.out, BuildConfig(steps=args.steps, seed=args.seed), args.device)
+    report = build(args.out, BuildConfig(steps=args.steps, seed=args.seed), args.device, args.checkpoint_every)
     print(f"built {args.out} in {report['seconds']:.0f}s ({report['parameters']:,} parameters)")
     for family, acc in report["accuracy"].items():
         print(f"  {family:<16} {acc:6.1%}")
