@@ -55,7 +55,9 @@ def pick_dtype(dtype: str, device: str):
 def load_model(path: str | Path, *, device: str = "auto", dtype: str = "auto"):
     """(model, tokenizer) in eval mode on `device`; the tokenizer pads on the left for generation."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per load is noise in a loop that loads dozens of models
     where = resolve_model_path(path)
     device = pick_device(device)
     try:

@@ -100,7 +100,7 @@ def finetune(cfg: RunConfig, init: Path, dataset: list[dict], out: Path, seed: i
     return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"
 
 
-def merge_step(cfg: RunConfig, base: Path, finetuned: Path, out: Path, seed: int) -> None:
+def merge_step(cfg: RunConfig, base: Path, finetuned: Path, out: Path, seed: int) -> str:
     """θ_t = θ0 + λ·M(F_t − θ0), anchored at the original θ0 [paper]."""
     from imm.merging import MergeSpec, merge
 
@@ -109,6 +109,7 @@ def merge_step(cfg: RunConfig, base: Path, finetuned: Path, out: Path, seed: int
         "models": [{"model": str(finetuned), "parameters": {"weight": cfg.merge.weight, "density": cfg.merge.density}}],
     })
     merge(spec, out, seed=seed)
+    return f"{cfg.merge.method}, weight {cfg.merge.weight}, density {cfg.merge.density}"
 
 
 # --- evaluate --------------------------------------------------------------------------------

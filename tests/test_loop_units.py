@@ -1,0 +1,108 @@
+"""Loop pieces without a model: the filter, the config loader, seeds, run-folder guards, the merge step."""
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from imm.config import RunConfig, apply_override, from_dict, to_dict
+from imm.errors import UserError
+from imm.loop import merge_step, prepare_run_dir, select, stage_seed
+
+
+def row(qid, completion, correct=True, steps=True):
+    return {"id": qid, "prompt": f"Q{qid}", "completion": completion, "correct": correct, "steps_correct": steps}
+
+
+SAMPLES = [
+    row("a", "1 + 1 = 2. The answer is 2."),
+    row("a", "1 + 1 = 2. The answer is 2. "),  # same text after strip: a duplicate
+    row("a", "1 + 1 = 3. 3 - 1 = 2. The answer is 2.", steps=False),  # right answer, wrong step
+    row("a", "The answer is 5.", correct=False),
+    row("b", "2 + 2 = 4. The answer is 4."),
+]
+
+
+def cfg(**filter_fields) -> RunConfig:
+    return from_dict(RunConfig, {"filter": filter_fields})
+
+
+def test_filter_keeps_verified_and_deduplicates():
+    kept = select(cfg(), SAMPLES)
+    assert [(r["id"], r["response"]) for r in kept] == [
+        ("a", " 1 + 1 = 2. The answer is 2."), ("a", " 1 + 1 = 3. 3 - 1 = 2. The answer is 2."),
+        ("b", " 2 + 2 = 4. The answer is 4.")]
+    assert kept[0]["prompt"] == "Qa"
+
+
+def test_filter_options_dedup_cap_and_steps():
+    assert len(select(cfg(dedup=False), SAMPLES)) == 4
+    assert [r["id"] for r in select(cfg(max_per_question=1), SAMPLES)] == ["a", "b"]
+    assert len(select(cfg(check_steps=True), SAMPLES)) == 2
+    assert select(cfg(), [row("a", "x", correct=False)]) == []
+
+
+def test_config_rejects_unknown_keys_and_wrong_types_with_their_path():
+    with pytest.raises(UserError, match="unknown config key finetune.lr;"):
+        from_dict(RunConfig, {"finetune": {"lr": 1e-4}})
+    with pytest.raises(UserError, match="config key sampling.k must be int"):
+        from_dict(RunConfig, {"sampling": {"k": 2.5}})
+    with pytest.raises(UserError, match="filter.dedup must be bool"):
+        from_dict(RunConfig, {"filter": {"dedup": "yes"}})
+
+
+def test_overrides_are_read_as_yaml_values():
+    data = {}
+    for o in ("sampling.k=8", "merge.weight=[0.2, 0.8]", "arms=[imm]", "name=x"):
+        apply_override(data, o)
+    c = from_dict(RunConfig, data)
+    assert (c.sampling.k, c.merge.weight, c.arms, c.name) == (8, [0.2, 0.8], ("imm",), "x")
+    assert c.finetune.learning_rate == 2e-5  # untouched fields keep their defaults
+    with pytest.raises(UserError, match="key=value"):
+        apply_override({}, "sampling.k")
+
+
+def test_config_round_trips_through_its_dict():
+    c = from_dict(RunConfig, {"sampling": {"k": 3}, "arms": ["imm"]})
+    assert from_dict(RunConfig, to_dict(c)) == c
+
+
+def test_stage_seeds_differ_by_stage_and_iteration_not_by_arm():
+    seeds = {stage_seed(0, t, s) for t in (1, 2) for s in ("sample", "finetune")}
+    assert len(seeds) == 4 and stage_seed(0, 1, "sample") == stage_seed(0, 1, "sample")
+
+
+def test_a_run_folder_with_another_config_is_not_resumed(tmp_path):
+    first = from_dict(RunConfig, {"out_dir": str(tmp_path), "name": "r"})
+    prepare_run_dir(first, restart=False)
+    prepare_run_dir(first, restart=False)  # same config: resumes
+    other = dataclasses.replace(first, seed=1)
+    with pytest.raises(UserError, match="another config"):
+        prepare_run_dir(other, restart=False)
+    (tmp_path / "r" / "arms").mkdir()
+    prepare_run_dir(other, restart=True)
+    assert not (tmp_path / "r" / "arms").exists()
+
+
+def _save_tiny(path, fill=None):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    if fill is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(fill)
+    model.save_pretrained(path)
+    return model
+
+
+def test_merge_step_at_density_one_is_the_midpoint(tmp_path):
+    """weight 0.5, density 1 (no drop): θ = θ0 + 0.5·((θ0 + 0.2) − θ0) = θ0 + 0.1, every tensor."""
+    base = _save_tiny(tmp_path / "base")
+    _save_tiny(tmp_path / "ft", fill=0.2)
+    c = from_dict(RunConfig, {"merge": {"method": "imm", "weight": 0.5, "density": 1.0}})
+    merge_step(c, tmp_path / "base", tmp_path / "ft", tmp_path / "merged", seed=3)
+    merged = LlamaForCausalLM.from_pretrained(tmp_path / "merged")
+    for (name, p), q in zip(base.named_parameters(), merged.parameters()):
+        assert torch.allclose(q, p + 0.1, atol=1e-6), name
