@@ -18,7 +18,9 @@ the same command after an interruption continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -139,13 +141,16 @@ def evaluate_model(cfg: RunConfig, model_dir: Path, out: Path, seed: int) -> Non
 
 # --- the loop --------------------------------------------------------------------------------
 
-def stage(output: Path, arm: str, t: int, name: str, work) -> None:
-    """Run `work` unless `output` exists: a stage is done exactly when its output is there."""
+def stage(output: Path, name: str, work, *, arm: str, t: int, run_dir: Path) -> None:
+    """Run `work` unless `output` exists: a stage is done exactly when its output is there.
+    Each stage that runs appends its wall time to run_dir/timings.jsonl (a log, not a result)."""
     if output.exists():
         print(f"[{arm} t={t}] {name:<9} done before, kept ({output.name})", flush=True)
         return
     started = time.perf_counter()
     log(arm, t, name, work() or "", started)
+    with open(run_dir / "timings.jsonl", "a") as f:
+        f.write(json.dumps({"arm": arm, "iteration": t, "stage": name, "seconds": round(time.perf_counter() - started, 3)}) + "\n")
 
 
 def share_first_iteration(cfg: RunConfig, arm: str) -> None:
@@ -182,21 +187,25 @@ def build_dataset(cfg: RunConfig, d: Path) -> str:
 
 
 def run_arm(cfg: RunConfig, arm: str, base: Path) -> None:
-    generator = base
+    generator = base  # G
     for t in range(1, cfg.iterations + 1):
         d = iter_dir(cfg.run_dir, arm, t)
+        seed = functools.partial(stage_seed, cfg.seed, t)
+        step = functools.partial(stage, arm=arm, t=t, run_dir=cfg.run_dir)
         if t == 1:
             share_first_iteration(cfg, arm)
-        stage(d / "samples.jsonl", arm, t, "sample", lambda: sample(cfg, generator, d / "samples.jsonl", stage_seed(cfg.seed, t, "sample")))
-        stage(d / "dataset.jsonl", arm, t, "verify", lambda: build_dataset(cfg, d))
+        step(d / "samples.jsonl", "sample", lambda: sample(cfg, generator, d / "samples.jsonl", seed("sample")))
+        step(d / "dataset.jsonl", "verify", lambda: build_dataset(cfg, d))
         init = generator if cfg.finetune.init_from == "generator" else base
-        stage(d / "finetuned", arm, t, "finetune", lambda: finetune(cfg, init, read_jsonl(d / "dataset.jsonl"), d / "finetuned", stage_seed(cfg.seed, t, "finetune")))
-        models = {"finetuned": d / "finetuned"}
+        step(d / "finetuned", "finetune",
+             lambda: finetune(cfg, init, read_jsonl(d / "dataset.jsonl"), d / "finetuned", seed("finetune")))
+        models = {"finetuned": d / "finetuned"}  # F_t
         if arm == "imm":
-            stage(d / "merged", arm, t, "merge", lambda: merge_step(cfg, base, d / "finetuned", d / "merged", stage_seed(cfg.seed, t, "merge")))
-            models["merged"] = d / "merged"
+            step(d / "merged", "merge", lambda: merge_step(cfg, base, d / "finetuned", d / "merged", seed("merge")))
+            models["merged"] = d / "merged"  # θ_t
         for name, path in models.items():
-            stage(d / "eval" / f"{name}.json", arm, t, "evaluate", lambda: evaluate_model(cfg, path, d / "eval" / f"{name}.json", stage_seed(cfg.seed, t, "eval")))
+            out = d / "eval" / f"{name}.json"
+            step(out, "evaluate", lambda: evaluate_model(cfg, path, out, seed("eval")))
         if cfg.analysis.enabled:
             analyse(cfg, arm, t, base)
         generator = models.get("merged", models["finetuned"])
@@ -224,14 +233,17 @@ def prepare_run_dir(cfg: RunConfig, restart: bool) -> None:
         raise UserError(f"{cfg.run_dir} holds a run with another config; resume it with the same settings, "
                         f"pass --restart to start over, or choose another name=...")
     atomic_write_text(saved, text)
+    for leftover in list(cfg.run_dir.rglob(".*.tmp-*")) + list(cfg.run_dir.rglob(".*.link-tmp")):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()  # from a killed run
 
 
 def run_loop(cfg: RunConfig, restart: bool = False) -> Path:
     prepare_run_dir(cfg, restart)
     base = Path(resolve_model_path(cfg.model.base))
     started = time.perf_counter()
-    stage(cfg.run_dir / "iter_0" / "eval" / "generator.json", "base", 0, "evaluate",
-          lambda: evaluate_model(cfg, base, cfg.run_dir / "iter_0" / "eval" / "generator.json", stage_seed(cfg.seed, 0, "eval")))
+    out = cfg.run_dir / "iter_0" / "eval" / "generator.json"
+    stage(out, "evaluate", lambda: evaluate_model(cfg, base, out, stage_seed(cfg.seed, 0, "eval")),
+          arm="base", t=0, run_dir=cfg.run_dir)
     for arm in cfg.arms:
         run_arm(cfg, arm, base)
     rows = report.write_summary(cfg)
