@@ -207,20 +207,17 @@ def run_arm(cfg: RunConfig, arm: str, base: Path) -> None:
             out = d / "eval" / f"{name}.json"
             step(out, "evaluate", lambda: evaluate_model(cfg, path, out, seed("eval")))
         if cfg.analysis.enabled:
-            analyse(cfg, arm, t, base)
+            step(d / "analysis", "analyse", lambda: analyse(cfg, arm, t, base))
         generator = models.get("merged", models["finetuned"])
 
 
-def analyse(cfg: RunConfig, arm: str, t: int, base: Path) -> None:
+def analyse(cfg: RunConfig, arm: str, t: int, base: Path) -> str:
     from imm.analysis import analyze_iteration
 
-    started = time.perf_counter()
-    if (iter_dir(cfg.run_dir, arm, t) / "analysis").exists():
-        return
     a = cfg.analysis
     analyze_iteration(cfg.run_dir, arm, t, base=base, probe_task=a.probe_task, probe_size=a.probe_size,
                       importance=a.importance, max_new_tokens=cfg.eval.max_new_tokens, device=cfg.model.device)
-    log(arm, t, "analyse", "layers.csv, importance.csv, superficiality.json", started)
+    return "layers.csv, importance.csv, superficiality.json"
 
 
 def prepare_run_dir(cfg: RunConfig, restart: bool) -> None:
