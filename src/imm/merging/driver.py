@@ -2,8 +2,10 @@
 
 The driver owns everything but the arithmetic: which files hold which tensor, dtypes (compute in
 float32, write the requested dtype), the per-tensor random generator, subtracting and adding back
-the base, tied embeddings, shards, and the atomic output folder. Peak memory is a few copies of
-the largest tensor, never the model.
+the base, tied embeddings, shards, and the atomic output folder. Elementwise methods (linear,
+task_arithmetic, dare_*, imm) stream pieces of STREAM_CHUNK entries from the files, so their memory
+does not grow with the model; the others (ties, breadcrumbs, della, slerp) hold n float32 copies
+of one whole tensor at a time, never the model.
 """
 
 from __future__ import annotations
@@ -74,18 +76,14 @@ def plan_merge(spec: MergeSpec) -> MergePlan:
     jobs = []
     for name in _output_names(reference):
         entry = reference.tensors[name]
-        stored = torch.empty(0, dtype=_stored_dtype(entry))
-        floating = stored.is_floating_point()
-        dtype = out_dtype if (out_dtype is not None and floating) else stored.dtype
+        stored = DTYPES[entry.dtype]
+        floating = stored.is_floating_point
+        dtype = out_dtype if (out_dtype is not None and floating) else stored
         params = spec.tensor_params(name, depth(name, num_layers)) if floating else None
         output = OutputTensor(name, dtype, entry.shape)
         jobs.append(TensorJob(output, base.tensors[name] if base_aware else None,
                               tuple(m.tensors[name] for m in models), params))
     return MergePlan(spec, reference, tuple(jobs))
-
-
-def _stored_dtype(entry: TensorEntry) -> torch.dtype:
-    return DTYPES[entry.dtype]
 
 
 def _output_names(reference: Checkpoint) -> list[str]:
@@ -123,9 +121,10 @@ def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu"
 def _stack(reader: TensorReader, entries: Sequence[TensorEntry], first: int, stop: int | None,
            device: str) -> torch.Tensor:
     """(n, *piece) float32: each input read in its stored dtype and widened into its slot."""
-    pieces = [reader.read(entries[0], first, stop)]
-    stacked = torch.empty((len(entries), *pieces[0].shape), dtype=torch.float32, device=device)
-    stacked[0].copy_(pieces.pop())
+    first_input = reader.read(entries[0], first, stop)
+    stacked = torch.empty((len(entries), *first_input.shape), dtype=torch.float32, device=device)
+    stacked[0].copy_(first_input)
+    del first_input
     for i, entry in enumerate(entries[1:], start=1):
         stacked[i].copy_(reader.read(entry, first, stop))
     return stacked
