@@ -80,8 +80,8 @@ def test_training_lowers_the_loss_on_its_data(tok):
     model = tiny_model(vocab=len(tok))
     pairs = [("Question: 2 + 3 = ?\nAnswer:", " 2 + 3 = 5. The answer is 5.")] * 32
     batch = collate([encode_example(tok, p, r, 64) for p, r in pairs[:4]], tok.pad_token_id)
-    before = float(sum_loss(model, batch)[0])
+    before = float(sum_loss(model, batch)[0].detach())
     stats = train(model, tok, pairs, FinetuneConfig(learning_rate=1e-2, epochs=10, batch_size=8), desc=None)
-    after = float(sum_loss(model, batch)[0])
+    after = float(sum_loss(model, batch)[0].detach())
     assert stats.steps == 40 and stats.examples == 32 and stats.padding_share == 0.0
     assert after < 0.5 * before
