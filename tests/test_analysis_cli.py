@@ -19,15 +19,6 @@ Q_PROJ = "model.layers.1.self_attn.q_proj.weight"  # (32, 32): adding 1/8 everyw
 FAST = ["--probe-size", "2", "--max-new-tokens", "4", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls on a shared 2-core machine: one intra-op thread is far faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def save(model, tokenizer, folder, q_shift: float = 0.0):
     """Save `model` with `q_shift` added to block 1's q_proj (weights are multiples of 2^-10: exact in float32)."""
     copy = LlamaForCausalLM(model.config)

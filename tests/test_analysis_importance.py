@@ -32,15 +32,6 @@ class EchoTask(Task):
         return Verdict(extracted=completion, correct=completion == problem.answer)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls on a shared 2-core machine: one intra-op thread is ~100x faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def world():
     """A BPE tokenizer trained on arith text and 8 arith problems with their solutions."""

@@ -17,15 +17,6 @@ Q_PROJ = "model.layers.1.self_attn.q_proj.weight"  # (32, 32)
 NORM = "model.layers.1.input_layernorm.weight"  # (32,), initialised to 1.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensor ops on a shared 2-core machine: one intra-op thread is far faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(tie: bool = False, layers: int = 2, hidden: int = 32) -> LlamaForCausalLM:
     """A tiny Llama whose weights are multiples of 2^-10, so adding 1/8 or 1/2 is exact in float32."""
     torch.manual_seed(0)
