@@ -70,7 +70,7 @@ def test_density_one_makes_dare_equal_task_arithmetic(case, weight):
         assert torch.equal(_run(name, deltas, _params(name, n, weight=weight, density=1.0)), expected)
 
 
-def test_mean_of_dare_over_seeds_approaches_task_arithmetic():
+def test_mean_of_imm_over_seeds_is_half_the_task_vector():
     """imm keeps each entry with p = 0.8 and rescales by 1/0.8, so E[merge] = λδ. Over 400 seeds
     each entry's mean has standard deviation λ|δ|·√(0.25/400) = 0.025·λ|δ|; allow 6 sigma."""
     deltas = _random(1, (64,), 0)

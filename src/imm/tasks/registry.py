@@ -10,7 +10,7 @@ from typing import Callable
 from imm.errors import UserError
 from imm.tasks.aqua import Aqua
 from imm.tasks.asdiv import Asdiv
-from imm.tasks.base import Problem, Task
+from imm.tasks.base import Task
 from imm.tasks.competition_math import CompetitionMath, MinervaMath
 from imm.tasks.gsm8k import Gsm8k
 from imm.tasks.mawps import PARTS as MAWPS_PARTS
