@@ -22,13 +22,16 @@ from imm.cli import main as imm
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="default")
+    parser.add_argument("--out", help="keep the run under this folder (default: a temporary one)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or tmp
         started = time.perf_counter()
-        assert imm(["run", "--config", args.config, f"out_dir={out}", *args.overrides]) == 0
+        assert imm(["run", "--config", args.config, f"out_dir={out}", *args.overrides, "--restart"]) == 0
         total = time.perf_counter() - started
-        timings = [json.loads(line) for line in next(Path(out).iterdir()).joinpath("timings.jsonl").open()]
+        name = [o.split("=", 1)[1] for o in ["name=" + args.config, *args.overrides] if o.startswith("name=")][-1]
+        timings = [json.loads(line) for line in (Path(out) / name / "timings.jsonl").open()]
     per_stage, count = defaultdict(float), defaultdict(int)
     for t in timings:
         per_stage[t["stage"]] += t["seconds"]

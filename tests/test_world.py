@@ -75,3 +75,24 @@ def test_tokenizer_round_trip_keeps_digits_single():
     for text in corpus[:100] + ["Mia has 907 pens. 12 - 5 = 7."]:
         assert tok.decode(tok(text)["input_ids"]) == text
     assert [t for t in tok.tokenize("4072") if t.strip("Ġ")] == ["4", "0", "7", "2"]
+
+
+def test_shipped_base_loads_with_auto_classes_and_solves_a_problem():
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from imm.checkpoint import BUILTIN_DIR
+    from imm.sampling import generate
+
+    model = AutoModelForCausalLM.from_pretrained(BUILTIN_DIR).eval()
+    tok = AutoTokenizer.from_pretrained(BUILTIN_DIR)
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 8
+    report = json.loads((BUILTIN_DIR / "build_report.json").read_text())
+    assert set(report["accuracy"]) == set(FAMILIES)
+    task = get_task("arith")
+    problems = task.problems("test")[:16]
+    out = generate(model, tok, [task.prompt(p) for p in problems], max_new_tokens=96, stop=task.stop)
+    solved = sum(task.check(c[0].text, p).correct for c, p in zip(out, problems))
+    assert solved >= 8, f"the shipped base solved only {solved}/16 in-domain problems"
+    assert all(c[0].text.rstrip().endswith(".") and "The answer is" in c[0].text for c in out)
