@@ -106,3 +106,16 @@ def test_merge_step_at_density_one_is_the_midpoint(tmp_path):
     merged = LlamaForCausalLM.from_pretrained(tmp_path / "merged")
     for (name, p), q in zip(base.named_parameters(), merged.parameters()):
         assert torch.allclose(q, p + 0.1, atol=1e-6), name
+
+
+def test_an_iteration_without_verified_samples_warns_and_records_it(tmp_path, capsys):
+    import json
+
+    from imm.layout import atomic_write_jsonl, read_jsonl
+    from imm.loop import build_dataset
+
+    atomic_write_jsonl(tmp_path / "samples.jsonl", [row("a", "The answer is 5.", correct=False)])
+    message = build_dataset(cfg(), tmp_path)
+    assert message.startswith("0/1 verified") and read_jsonl(tmp_path / "dataset.jsonl") == []
+    assert "no verified sample" in json.loads((tmp_path / "dataset_stats.json").read_text())["warning"]
+    assert "warning:" in capsys.readouterr().out

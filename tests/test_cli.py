@@ -1,0 +1,42 @@
+"""Bad input on the command line: one line naming the problem and the fix, exit code 2, no traceback,
+and no run folder left behind."""
+
+import pytest
+
+from imm.cli import main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "finetune.lr=1e-4"], "unknown config key finetune.lr"),
+    (["run", "sampling.k=two"], "config key sampling.k must be int"),
+    (["run", "iterations=0"], "iterations must be positive"),
+    (["run", "model.base=/no/such/model"], "model path /no/such/model does not exist"),
+    (["run", "data.train_task=nope"], "unknown task 'nope'"),
+    (["run", "arms=[imm, distill]"], "arms must be a non-empty subset"),
+    (["run", "merge.density=1.5"], "merge.density must be in (0, 1]"),
+    (["run", "--config", "no-such-config"], "neither a file nor a shipped config"),
+    (["run", "sampling.k"], "must look like key=value"),
+])
+def test_bad_run_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
+    assert main([*args, f"out_dir={tmp_path}"] if "--config" not in args else [*args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not list(tmp_path.iterdir()), "a run folder was written before the config was valid"
+
+
+def test_a_model_folder_without_config_json_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["run", f"model.base={tmp_path / 'empty'}", f"out_dir={tmp_path}"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+
+
+def test_unknown_command_exits_2(capsys):
+    assert main(["bogus"]) == 2
+    assert "unknown command 'bogus'" in capsys.readouterr().err
+
+
+def test_a_yaml_that_is_not_a_mapping_is_refused(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "must be a mapping" in capsys.readouterr().err
