@@ -78,3 +78,47 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
+
+
+def read_summary(path: Path) -> list[SummaryRow]:
+    with open(path) as f:
+        return [SummaryRow(r["arm"], int(r["iteration"]), r["model"], r["task"], r["domain"], r["metric"],
+                           float(r["value"]), int(r["n"])) for r in csv.DictReader(f)]
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    task: str
+    metric: str
+    scale: float = 100.0  # accuracies as percentages; counts and entropies as they are
+    digits: int = 1
+
+
+def iteration_models(rows: list[SummaryRow]) -> list[tuple[str, int, str]]:
+    """Each arm's θ_t: θ0 once, then F_t for self_improve and the merged θ_t for imm."""
+    keys = {(r.arm, r.iteration, r.model) for r in rows}
+    chosen = [k for k in keys if (k[1] == 0 and k[0] == min(a for a, _, _ in keys))
+              or (k[1] > 0 and k[2] == ("merged" if k[0] == "imm" else "finetuned"))]
+    return sorted(chosen, key=lambda k: (k[1] > 0, k[0] != "self_improve", k[1]))
+
+
+def seeds_table(runs: list[list[SummaryRow]], columns: list[Column]) -> str:
+    """Markdown: mean (min-max) across runs for each arm's θ_t and each column."""
+    values: dict[tuple, list[float]] = {}
+    for rows in runs:
+        for r in rows:
+            values.setdefault((r.arm, r.iteration, r.model, r.task, r.metric), []).append(r.value)
+    lines = ["| arm | t | model | " + " | ".join(c.header for c in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for arm, t, model in iteration_models(runs[0]):
+        cells = [_spread(values.get((arm, t, model, c.task, c.metric), []), c.scale, c.digits) for c in columns]
+        lines.append(f"| {'θ0' if t == 0 else arm} | {t} | {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _spread(values: list[float], scale: float, digits: int) -> str:
+    if not values:
+        return "-"
+    mean = scale * sum(values) / len(values)
+    return f"{mean:.{digits}f} ({scale * min(values):.{digits}f}–{scale * max(values):.{digits}f})"
