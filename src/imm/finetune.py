@@ -93,6 +93,28 @@ def lr_at(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _optimizer(model, cfg: FinetuneConfig, total_steps: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    warmup = max(1, round(cfg.warmup_ratio * total_steps))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total_steps, warmup))
+
+
+def _accumulate(model, group: list[dict[str, torch.Tensor]], use_bf16: bool) -> tuple[float, int, int, int]:
+    """Backward over one optimizer step's micro-batches, the loss normalised by the group's target
+    tokens (so accumulation equals one big batch). Returns (mean loss, targets, real, padded tokens)."""
+    n_targets = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
+    loss_sum, real, padded = 0.0, 0, 0
+    for batch in group:
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, _ = sum_loss(model, batch)
+        (loss / max(1, n_targets)).backward()
+        loss_sum += float(loss.detach())
+        real += int(batch["attention_mask"].sum())
+        padded += batch["attention_mask"].numel()
+    return loss_sum / max(1, n_targets), n_targets, real, padded
+
+
 def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
           desc: str | None = "fine-tune") -> TrainStats:
     """Fine-tune `model` in place on (prompt, response) pairs."""
@@ -100,39 +122,24 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
     rng = random.Random(seed)
     examples = [encode_example(tokenizer, p, r, cfg.max_length) for p, r in pairs]
     lengths = [len(ids) for ids, _ in examples]
-    micro_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = math.ceil(micro_per_epoch / cfg.grad_accum) * cfg.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total, max(1, round(cfg.warmup_ratio * total))))
+    total = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
+    opt, sched = _optimizer(model, cfg, total)
     use_bf16 = model.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    model.train()
-    step, seen, padded, real, targets_total, loss_value, t0 = 0, 0, 0, 0, 0, float("nan"), time.perf_counter()
+    steps = targets = real = padded = 0
+    loss, t0 = float("nan"), time.perf_counter()
     bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None, leave=False)
+    model.train()
     for _ in range(cfg.epochs):
         batches = bucketed_batches(lengths, cfg.batch_size, cfg.bucket_chunks, rng)
-        for group_start in range(0, len(batches), cfg.grad_accum):
-            group = [collate([examples[i] for i in b], tokenizer.pad_token_id) for b in batches[group_start:group_start + cfg.grad_accum]]
-            n_targets = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
-            group_loss = 0.0
-            for batch in group:
-                batch = {k: v.to(model.device) for k, v in batch.items()}
-                with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, _ = sum_loss(model, batch)
-                (loss / max(1, n_targets)).backward()
-                group_loss += float(loss.detach())
-                real += int(batch["attention_mask"].sum())
-                padded += int(batch["attention_mask"].numel())
-                seen += batch["input_ids"].shape[0]
+        for start in range(0, len(batches), cfg.grad_accum):
+            group = [collate([examples[i] for i in b], tokenizer.pad_token_id) for b in batches[start:start + cfg.grad_accum]]
+            loss, n, r, p = _accumulate(model, group, use_bf16)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step, targets_total = step + 1, targets_total + n_targets
-            loss_value = group_loss / max(1, n_targets)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
+            opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+            steps, targets, real, padded = steps + 1, targets + n, real + r, padded + p
+            bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
     bar.close()
     model.eval()
     seconds = time.perf_counter() - t0
-    return TrainStats(step, len(examples), targets_total, 1 - real / max(1, padded), real / max(seconds, 1e-9),
-                      loss_value, seconds)
+    return TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss, seconds)
