@@ -59,6 +59,8 @@ def test_overrides_are_read_as_yaml_values():
     c = from_dict(RunConfig, data)
     assert (c.sampling.k, c.merge.weight, c.arms, c.name) == (8, [0.2, 0.8], ("imm",), "x")
     assert c.finetune.learning_rate == 2e-5  # untouched fields keep their defaults
+    apply_override(data, "finetune.learning_rate=3e-4")  # YAML 1.1 reads this as a string
+    assert from_dict(RunConfig, data).finetune.learning_rate == 3e-4
     with pytest.raises(UserError, match="key=value"):
         apply_override({}, "sampling.k")
 

@@ -124,6 +124,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as a string; it is the number everyone means
+            return float(value)
+        except ValueError:
+            pass
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise UserError(f"config key {where} must be {hint.__name__}, got {value!r}")
     return value
