@@ -3,12 +3,15 @@
     runs/<name>/
       config.yaml                       resolved config, written before any work
       summary.csv                       arm,iteration,model,task,domain,metric,value,n
+      timings.jsonl                     wall time of every stage that ran (a log)
+      iter_0/eval/generator.json        θ0's evaluation, shared by every arm
+      analysis_cache/                   layer importance of θ0, computed once
       arms/<arm>/iter_<t>/
         samples.jsonl                   every sampled completion, with its verdict
-        dataset.jsonl                   the verified, filtered training set D_t
-        finetuned/                      F_t  (Hugging Face checkpoint)
+        dataset.jsonl                   the verified, filtered training set D_t (+ dataset_stats.json)
+        finetuned/                      F_t  (Hugging Face checkpoint; + finetune_stats.json beside it)
         merged/                         θ_t  (IMM arms only)
-        eval/<model>.json               accuracy and diversity of one model
+        eval/<model>.json               accuracy and diversity of one model (+ <model>.samples.jsonl)
         analysis/                       layer tables (imm analyze)
 """
 
