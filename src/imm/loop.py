@@ -97,8 +97,8 @@ def finetune(cfg: RunConfig, init: Path, dataset: list[dict], out: Path, seed: i
         save_model(model, tokenizer, out)
         return "no verified sample: F_t is a copy of its init (warning recorded)"
     stats = train(model, tokenizer, [(r["prompt"], r["response"]) for r in dataset], cfg.finetune, seed=seed)
+    atomic_write_json(out.parent / "finetune_stats.json", stats)  # before the checkpoint, which marks done
     save_model(model, tokenizer, out)
-    atomic_write_json(out.parent / "finetune_stats.json", stats)
     return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"
 
 
