@@ -21,10 +21,11 @@ def main() -> None:
     runs = [read_summary(d / "summary.csv") for d in dirs]
     config = yaml.safe_load((dirs[0] / "config.yaml").read_text())
     data, k = config["data"], config["eval"]["diversity_k"]
-    tasks = [*data["id_tasks"], *data["ood_tasks"]]
+    tasks = [spec.partition("=")[0] for spec in (*data["id_tasks"], *data["ood_tasks"])]
     print(f"Greedy strict-match accuracy (%), mean (min–max) over {len(runs)} seeds\n")
-    print(seeds_table(runs, [Column(t + (" (ID)" if t in data["id_tasks"] else ""), t, "strict-match") for t in tasks]))
-    task = f"{data['id_tasks'][0]}@diversity"
+    id_names = {spec.partition("=")[0] for spec in data["id_tasks"]}
+    print(seeds_table(runs, [Column(t + (" (ID)" if t in id_names else ""), t, "strict-match") for t in tasks]))
+    task = f"{data['id_tasks'][0].partition('=')[0]}@diversity"
     print(f"\nCollapse figures on {k} samples per question ({task}), mean (min–max)\n")
     print(seeds_table(runs, [Column(f"pass@{k} (%)", task, f"pass@{k}"),
                              Column("unique answers", task, "unique-answers", 1.0, 2),

@@ -69,3 +69,20 @@ def test_a_killed_run_resumes_to_the_same_summary(smoke_run, tmp_path):
     assert not (tmp_path / "smoke" / "summary.csv").exists(), "the run finished before it could be killed"
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert (tmp_path / "smoke" / "summary.csv").read_text() == (smoke_run / "summary.csv").read_text()
+
+
+def test_the_loop_runs_on_real_data_files_and_survives_an_iteration_without_verified_samples(shared_data, tmp_path, capsys):
+    """GSM8K in-domain, SVAMP out-of-domain, from the local copies: the tiny built-in model solves no
+    GSM8K question, so the iteration has no verified sample: it warns, records it and carries on."""
+    gsm8k, svamp = shared_data / "gsm8k", shared_data / "svamp" / "SVAMP.json"
+    args = ["run", "--config", "smoke", f"out_dir={tmp_path}", "name=real", "iterations=1", "arms=[imm]",
+            f"data.train_task=gsm8k={gsm8k}", f"data.id_tasks=[gsm8k={gsm8k}]", f"data.ood_tasks=[svamp={svamp}]",
+            "data.train_questions=4", "eval.limit=4", "eval.diversity_questions=2", "sampling.max_new_tokens=16",
+            "eval.max_new_tokens=16", "analysis.enabled=false", *SMOKE]
+    assert main(args) == 0
+    assert "no verified sample" in capsys.readouterr().out
+    with open(tmp_path / "real" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["task"], r["domain"]) for r in rows if r["metric"] == "strict-match"} == {
+        ("gsm8k", "id"), ("svamp", "ood"), ("gsm8k@diversity", "id")}
+    assert {r["model"] for r in rows} == {"generator", "finetuned", "merged"}

@@ -62,13 +62,13 @@ def sample(cfg: RunConfig, generator: Path, out: Path, seed: int) -> None:
     completions = generate(model, tokenizer, prompts, k=s.k, temperature=s.temperature, top_p=s.top_p,
                            max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, stop=task.stop, seed=seed,
                            desc="sample")
-    rows = []
-    for problem, prompt, group in zip(problems, prompts, completions):
-        for j, c in enumerate(group):
-            verdict = task.check(c.text, problem)
-            rows.append({"id": problem.id, "sample": j, "prompt": prompt, "completion": c.text, "gold": problem.answer,
-                         "extracted": verdict.extracted, "correct": verdict.correct, "steps_correct": steps_correct(c.text),
-                         "num_tokens": c.num_tokens, "mean_entropy": c.mean_entropy})
+    flat = [(problem, prompt, j, c) for problem, prompt, group in zip(problems, prompts, completions)
+            for j, c in enumerate(group)]
+    verdicts = task.check_many([c.text for *_, c in flat], [problem for problem, *_ in flat])
+    rows = [{"id": problem.id, "sample": j, "prompt": prompt, "completion": c.text, "gold": problem.answer,
+             "extracted": v.extracted, "correct": v.correct, "steps_correct": steps_correct(c.text),
+             "num_tokens": c.num_tokens, "mean_entropy": c.mean_entropy}
+            for (problem, prompt, j, c), v in zip(flat, verdicts)]
     atomic_write_jsonl(out, rows)
 
 
@@ -127,7 +127,7 @@ def evaluate_model(cfg: RunConfig, model_dir: Path, out: Path, seed: int) -> Non
             task = get_task(name)
             problems = task.problems("test")[:e.limit]
             r = evaluate(model, tokenizer, task, problems, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=seed)
-            results[name] = {"domain": domain, "n": r.n, "metrics": r.metrics}
+            results[task.name] = {"domain": domain, "n": r.n, "metrics": r.metrics}
             rows += r.rows
     if e.diversity_k:
         task = get_task(cfg.data.id_tasks[0])

@@ -57,7 +57,7 @@ def write_summary(cfg: RunConfig) -> list[SummaryRow]:
 
 def format_table(rows: list[SummaryRow], cfg: RunConfig, metric: str = "strict-match") -> str:
     """One line per arm, iteration and model: ID accuracy, mean OOD accuracy, then each task."""
-    tasks = [*cfg.data.id_tasks, *cfg.data.ood_tasks]
+    tasks = [spec.partition("=")[0] for spec in (*cfg.data.id_tasks, *cfg.data.ood_tasks)]  # NAME=PATH -> NAME
     acc = {(r.arm, r.iteration, r.model, r.task): r.value for r in rows if r.metric == metric}
     keys = sorted({k[:3] for k in acc}, key=lambda k: (cfg.arms.index(k[0]), k[1], k[2] != "generator", k[2]))
     head = f"{'arm':<13}{'t':>2} {'model':<10}{'ID':>7}{'OOD':>7} | " + " ".join(f"{t[:12]:>12}" for t in tasks)
