@@ -121,3 +121,14 @@ def test_an_iteration_without_verified_samples_warns_and_records_it(tmp_path, ca
     assert message.startswith("0/1 verified") and read_jsonl(tmp_path / "dataset.jsonl") == []
     assert "no verified sample" in json.loads((tmp_path / "dataset_stats.json").read_text())["warning"]
     assert "warning:" in capsys.readouterr().out
+
+
+def test_every_shipped_config_loads_and_validates():
+    """Configs cannot rot: each shipped YAML must match the dataclasses and pass validation."""
+    from imm.config import CONFIG_DIR, load_config
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert {"default", "smoke"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.name == name and cfg.iterations >= 1
