@@ -31,7 +31,7 @@ from imm.world.tokenizer import train_tokenizer
 
 @dataclass(frozen=True)
 class BuildConfig:
-    steps: int = 1500
+    steps: int = 800  # the shipped base (src/imm/world/base) is this build
     batch_size: int = 64
     learning_rate: float = 1e-3  # constant after warm-up, so a build of N steps is a prefix of a longer one
     warmup_steps: int = 100
