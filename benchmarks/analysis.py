@@ -107,6 +107,18 @@ def bench_updates(layer_counts: list[int]) -> None:
               f"{stream['peak_above_start_mib']:.0f} | {whole['seconds']:.2f} | {whole['peak_above_start_mib']:.0f} |")
 
 
+def time_importance(model, tok, probe, max_new_tokens: int) -> tuple[dict, float, float]:
+    """Ablation importances and the seconds the ablation and the gradient measurement each take."""
+    from imm.analysis import importance as imp
+
+    start = time.perf_counter()
+    ablation = imp.ablation_importance(model, tok, probe, max_new_tokens=max_new_tokens)
+    ablation_s = time.perf_counter() - start
+    start = time.perf_counter()
+    imp.gradient_importance(model, tok, probe)
+    return ablation, ablation_s, time.perf_counter() - start
+
+
 def bench_importance(probe_size: int, max_new_tokens: int, layers: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -121,12 +133,7 @@ def bench_importance(probe_size: int, max_new_tokens: int, layers: int) -> None:
                          num_attention_heads=4, num_key_value_heads=4, pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, bos_token_id=None)
     model = LlamaForCausalLM(config).eval()
-    start = time.perf_counter()
-    ablation = imp.ablation_importance(model, tok, probe, max_new_tokens=max_new_tokens)
-    ablation_s = time.perf_counter() - start
-    start = time.perf_counter()
-    imp.gradient_importance(model, tok, probe)
-    gradient_s = time.perf_counter() - start
+    ablation, ablation_s, gradient_s = time_importance(model, tok, probe, max_new_tokens)
     n = sum(p.numel() for p in model.parameters())
     print(f"| blocks | params (M) | probe | new tokens | ablation total s | s per skipped block | gradient s |")
     print("|---|---|---|---|---|---|---|")
@@ -167,12 +174,7 @@ def bench_gpu(probe_size: int, max_new_tokens: int, device: str = "cuda") -> Non
     print(f"skip block 0 under KV cache == cacheless forward on {device}: {gpu_cache_check(tok, probe, device)}")
     model = random_llama(tok, 896, 4864, 24, 14, 2, torch.bfloat16, device)  # Qwen2.5-0.5B block shapes
     imp.probe_accuracy(model, tok, probe, max_new_tokens=8, batch_size=64)  # warm-up
-    start = time.perf_counter()
-    ablation = imp.ablation_importance(model, tok, probe, max_new_tokens=max_new_tokens)
-    ablation_s = time.perf_counter() - start
-    start = time.perf_counter()
-    imp.gradient_importance(model, tok, probe)
-    gradient_s = time.perf_counter() - start
+    ablation, ablation_s, gradient_s = time_importance(model, tok, probe, max_new_tokens)
     n = sum(p.numel() for p in model.parameters())
     print("| blocks | params (M) | dtype | probe | new tokens | ablation total s | s per skipped block | gradient s |")
     print("|---|---|---|---|---|---|---|---|")
