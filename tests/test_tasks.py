@@ -90,7 +90,7 @@ def test_competition_math_golds_and_solutions():
     solutions = verify.check_many([p.solution for p in problems], golds, "math", judge=NoJudge())
     assert all(v.correct for v in solutions)
     numeric = [p for p in problems if verify.parse_number(p.answer) is not None]
-    assert len(numeric) == 193
+    assert len(numeric) == 191  # not numbers: '7.6 Z' (Z a symbol) and '\\frac{1}{2}(\\exp{a*t} + ...)'
     wrong = verify.check_many([f"\\boxed{{{_perturbed(p.answer)}}}" for p in numeric], [p.answer for p in numeric],
                               "math", judge=NoJudge())
     assert not any(v.correct for v in wrong)

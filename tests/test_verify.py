@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 
 from imm import verify
-from imm.verify import FLEXIBLE, STRICT, SymbolicJudge, check, extract_answer
+from imm.verify import FLEXIBLE, STRICT, SymbolicJudge, check, extract
 
 # (completion, strict, flexible) for kind "number"; each pinned by reading the regex by hand.
 NUMBER_CASES = [
@@ -31,8 +30,8 @@ NUMBER_CASES = [
 
 @pytest.mark.parametrize("completion, strict, flexible", NUMBER_CASES)
 def test_number_extraction(completion, strict, flexible):
-    assert extract_answer(completion, STRICT) == strict
-    assert extract_answer(completion, FLEXIBLE) == flexible
+    assert extract(completion, STRICT) == strict
+    assert extract(completion, FLEXIBLE) == flexible
 
 
 @pytest.mark.parametrize("predicted, gold, same", [
@@ -46,13 +45,16 @@ def test_number_extraction(completion, strict, flexible):
     ("1e999999999", "1", False), ("9" * 500, "9", False),  # bounded: refused, not computed
 ])
 def test_numbers_equal(predicted, gold, same):
-    assert verify.answers_match(predicted, gold, "number") is same
+    """Each prediction as a model states it: 'The answer is <predicted>.' judged against the gold."""
+    assert check(f"The answer is {predicted}.", gold, "number").correct is same
 
 
-def test_normalize_number_keeps_the_old_decimal_api():
-    assert verify.normalize_number("$1,200.50") == Decimal("1200.5")
-    assert verify.normalize_number("12 apples and 3 pears") is None
+def test_parse_number_reads_one_number_and_a_unit_only():
+    assert verify.parse_number("$1,200.50") == Fraction(2401, 2)
+    assert verify.parse_number("\\$44.00") == 44 and verify.parse_number("5cm") == 5
     assert verify.parse_number("\\frac{1}{3}") == Fraction(1, 3)
+    for not_one_number in ["12 apples and 3 pears", "18 or 20", "4i", "120x", "-7k", "6 sqrt(2)", "5 is not possible"]:
+        assert verify.parse_number(not_one_number) is None, not_one_number
 
 
 @pytest.mark.parametrize("completion, strict, flexible", [
@@ -64,8 +66,8 @@ def test_normalize_number_keeps_the_old_decimal_api():
     ("I see.", None, None),  # the pronoun 'I' is never an option
 ])
 def test_choice_extraction(completion, strict, flexible):
-    assert extract_answer(completion, STRICT, "choice") == strict
-    assert extract_answer(completion, FLEXIBLE, "choice") == flexible
+    assert extract(completion, STRICT, "choice") == strict
+    assert extract(completion, FLEXIBLE, "choice") == flexible
 
 
 @pytest.mark.parametrize("completion, strict", [
@@ -76,7 +78,7 @@ def test_choice_extraction(completion, strict, flexible):
     ("\\boxed{x^{2} unclosed", None),
 ])
 def test_math_extraction(completion, strict):
-    assert extract_answer(completion, STRICT, "math") == strict
+    assert extract(completion, STRICT, "math") == strict
 
 
 def test_math_fast_path_needs_no_worker():
@@ -136,7 +138,7 @@ def test_hostile_completions_stay_fast_in_process(hostile):
     for kind in ("number", "choice"):
         for metric in verify.METRICS:
             assert not check(hostile, "3", kind, metric).correct
-    verify.extract_answer(hostile, STRICT, "math")
+    verify.extract(hostile, STRICT, "math")
     verify.steps_correct(hostile)
     assert time.monotonic() - start < 2.0
 

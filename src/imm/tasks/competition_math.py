@@ -4,9 +4,11 @@ Local format: jsonl rows {problem, solution} with the answer in the solution's l
 {problem, answer} (MATH-500 also has both). Files: MATH-500's `test.jsonl`, Hendrycks MATH rows
 (one folder of .json files per subject is not read: concatenate them to jsonl), or the Qwen2.5-Math
 copy `minerva_math/test.jsonl` (272 rows, ../shared/data/qwen25math_eval/minerva_math/).
-Gold: `answer` when present, else the last \\boxed{} of `solution`; judged with kind "math"
-(math-verify in worker processes). The solution is kept as written (it ends with its \\boxed{}),
-blank lines folded so it never contains the "\\n\\n" stop string. Hub: HuggingFaceH4/MATH-500
+Gold: `answer` when present, else the last \\boxed{} of `solution`. `math` is judged with kind
+"math", exactly (an approximation of \\sqrt{65} or 2\\pi is wrong); `minerva_math`, whose answers are
+measured quantities ('2.19e6'), with kind "math-approx": numbers within a relative 1e-4, as the
+Qwen2.5-Math toolkit that ships this copy judges them. The solution is kept as written (it ends with
+its \\boxed{}), blank lines folded so it never contains the "\\n\\n" stop string. Hub: HuggingFaceH4/MATH-500
 for `math` (test split only); `minerva_math` has no standard hub copy: pass a PATH.
 """
 
@@ -43,3 +45,4 @@ class CompetitionMath(FileTask):
 class MinervaMath(CompetitionMath):
     name = "minerva_math"
     hub = None
+    answer_kind = "math-approx"  # [ours, after Qwen2.5-Math's grader] measured quantities, not exact values

@@ -5,62 +5,43 @@ and what is reported can never disagree. Metric names follow lm-evaluation-harne
 reads the answer after the last "The answer is" (or "#### ", or the last \\boxed{} for math);
 `flexible-extract` falls back to the last number (see `imm.verify.extraction` for every kind).
 
-Answer kinds and how they are compared:
-    number  exact value after removing commas, '$', units, '%' and trailing zeros: in-process, fast
+Answer kinds and how they are compared (README "The answer checker" has the contract with examples):
+    number  exact value after removing commas, '$', '\\$', a unit and trailing zeros: in-process, fast;
+            a gold written with >= 4 decimals is a rounding (MAWPS '3.33333' accepts 10/3)
     choice  the option letter, case-insensitive: in-process
-    math    equal after light LaTeX normalisation or as numbers (in-process); otherwise symbolic
-            equivalence through math-verify in worker processes with a per-answer timeout
+    math    one LaTeX spelling (`imm.verify.latex`); prose, lists, interval brackets and numbers are
+            decided in-process, exactly; the rest by symbolic equivalence through math-verify in
+            worker processes, decimals made exact fractions first, with a per-answer timeout
+    math-approx  as math, but numbers (measured quantities: '2.19e6') equal within a relative 1e-4
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from typing import Sequence
 
-from imm.verify.extraction import FLEXIBLE, KINDS, METRICS, STRICT, extract, last_boxed
+from imm.verify import latex
+from imm.verify.extraction import FLEXIBLE, KINDS, METRICS, REL_TOL, STRICT, extract, last_boxed
 from imm.verify.numeric import NUMBER, number_text, numbers_equal, parse_number
 from imm.verify.symbolic import SymbolicJudge, default_judge
 
 __all__ = [
-    "STRICT", "FLEXIBLE", "METRICS", "KINDS", "Verdict", "extract_answer", "answers_match", "check",
-    "check_many", "matches_many", "steps_correct", "normalize_number", "parse_number", "number_text",
-    "last_boxed", "answer_key", "SymbolicJudge", "NUMBER",
+    "STRICT", "FLEXIBLE", "METRICS", "KINDS", "Verdict", "check", "check_many", "extract", "matches_many",
+    "steps_correct", "parse_number", "number_text", "last_boxed", "answer_key", "SymbolicJudge", "NUMBER",
 ]
 
 # One arithmetic step as the built-in world and GSM8K solutions write it: "12 + 7 = 19". Operands
 # start at a number boundary and have at most 40 digits, so a hostile run of digits scans in linear time.
 _OPERAND = r"(?<![\d.])(-?\d{1,40}(?:\.\d{1,40})?)(?!\d|\.\d)"
 _STEP_RE = re.compile(rf"{_OPERAND}\s*([-+*/x×÷])\s*{_OPERAND}\s*=\s*{_OPERAND}")
-# LaTeX spellings that never change a value: spacing, \left/\right, \dfrac, degree marks, '$'.
-_LATEX_NOISE = [
-    (re.compile(r"\\left|\\right|\\[,;:! ]|\\displaystyle|\s|\$|\\\$"), ""),
-    (re.compile(r"\\[dt]frac"), r"\\frac"),
-    (re.compile(r"\^\{?\\circ\}?|\\%|%"), ""),
-    (re.compile(r"\\text\{\s*([^{}]*)\}"), r"\1"),
-]
 
 
 @dataclass(frozen=True)
 class Verdict:
     extracted: str | None
     correct: bool
-
-
-def normalize_number(text: str) -> Decimal | None:
-    """'$1,200.50' -> Decimal('1200.5'); None when `text` is not a number (kept for old callers)."""
-    value = parse_number(text)
-    if value is None:
-        return None
-    with localcontext() as exact:
-        exact.prec = 100  # parse_number bounds numbers to 64 digits: integers and decimals stay exact
-        return Decimal(value.numerator) / Decimal(value.denominator)
-
-
-def extract_answer(completion: str, metric: str = STRICT, kind: str = "number") -> str | None:
-    """The final answer as written in `completion`, or None when there is none."""
-    return extract(completion, metric, kind)
 
 
 def answer_key(answer: str | None, kind: str = "number") -> str | None:
@@ -72,32 +53,18 @@ def answer_key(answer: str | None, kind: str = "number") -> str | None:
     value = parse_number(answer)
     if value is not None:
         return str(value)
-    return _latex_normal(answer) if kind == "math" else answer.strip()
+    return latex.compact(latex.normal_form(answer)) if kind in REL_TOL else answer.strip()
 
 
-def _latex_normal(text: str) -> str:
-    for pattern, replacement in _LATEX_NOISE:
-        text = pattern.sub(replacement, text)
-    return text.rstrip(".")
-
-
-def _fast_match(predicted: str, gold: str, kind: str) -> bool | None:
-    """True/False when decided in-process; None when only symbolic comparison can tell."""
+def _fast_match(predicted: str, gold: str, kind: str) -> bool | tuple[str, str]:
+    """True/False when decided in-process; else the (predicted, gold) pair for math-verify."""
     if kind == "number":
         return numbers_equal(predicted, gold)
     if kind == "choice":
         return answer_key(predicted, kind) == answer_key(gold, kind)
-    if kind != "math":
+    if kind not in REL_TOL:
         raise ValueError(f"unknown answer kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if _latex_normal(predicted) == _latex_normal(gold):
-        return True
-    if parse_number(predicted) is not None and parse_number(gold) is not None:
-        return numbers_equal(predicted, gold)
-    return None
-
-
-def answers_match(predicted: str | None, gold: str, kind: str = "number") -> bool:
-    return matches_many([(predicted, gold)], kind)[0]
+    return latex.decide(predicted, gold, REL_TOL[kind])
 
 
 def matches_many(
@@ -105,15 +72,16 @@ def matches_many(
 ) -> list[bool]:
     """[predicted matches gold] for each pair; undecided math pairs go to the worker pool together."""
     decided = [False if p is None else _fast_match(p, g, kind) for p, g in pairs]
-    open_idx = [i for i, d in enumerate(decided) if d is None]
+    open_idx = [i for i, d in enumerate(decided) if not isinstance(d, bool)]
     if open_idx:
-        judged = (judge or default_judge()).equivalent_many([pairs[i] for i in open_idx])
+        judged = (judge or default_judge()).equivalent_many([decided[i] for i in open_idx])
         for i, ok in zip(open_idx, judged):
             decided[i] = ok
     return [bool(d) for d in decided]
 
 
 def check(completion: str, gold: str, kind: str = "number", metric: str = STRICT) -> Verdict:
+    """Is the final answer of `completion` the `gold` answer? The one definition of correct."""
     return check_many([completion], [gold], kind, metric)[0]
 
 

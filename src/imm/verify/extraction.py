@@ -1,7 +1,10 @@
 """Reading the final answer out of a completion, per answer kind and lm-evaluation-harness metric.
 
     kind     strict-match                                    flexible-extract
-    number   number after the last "The answer is" / "####"   last number in the text
+    number   the number stated after the last "The answer is" last number in the text (with any
+             / "####"; the statement (to '. ' or the line's   letters glued to it: '120x')
+             end) must be that number and at most a unit,
+             else it is returned whole ('18 or 20') and fails
     math     last \\boxed{...} or text after "The answer is"   strict, else the last number
     choice   letter after the last "The answer is"            strict, else the last "(X)" / "X)" / lone X
 
@@ -13,19 +16,26 @@ from __future__ import annotations
 
 import re
 
-from imm.verify.numeric import NUMBER
+from imm.verify.numeric import NUMBER, NUMBER_TOKEN, unit_tail
 
 STRICT = "strict-match"
 FLEXIBLE = "flexible-extract"
 METRICS = (STRICT, FLEXIBLE)
-KINDS = ("number", "math", "choice")
+KINDS = ("number", "math", "math-approx", "choice")
+# The math kinds and the relative tolerance each allows between numbers: exact for competition answers;
+# 1e-4 for measured quantities (Minerva's physics answers), where the task says so by its kind.
+REL_TOL = {"math": 0.0, "math-approx": 1e-4}
 MAX_SCAN_CHARS = 1000  # a math answer longer than this is cut; no real gold answer comes close
 
 _TRIGGER = r"(?i:the answer is|####)"  # the trigger ignores case; choice letters do not
 # Decoration a model puts between the trigger and the value: ':', '=', '$', '\(', '\boxed{', '**'.
-_DECOR = r"\s*[:=]?\s*(?:\$|\\\(|\\boxed\{|\*\*|\\\[)*\s*"
-_STRICT_NUMBER_RE = re.compile(rf"{_TRIGGER}{_DECOR}({NUMBER})")
-_ANY_NUMBER_RE = re.compile(NUMBER)
+_DECOR = r"\s*[:=]?\s*(?:\\?\$|\\\(|\\boxed\{|\*\*|\\\[)*\s*"
+# The number and the rest of its statement: up to '. ', a line end, or 80 characters at most.
+_STRICT_NUMBER_RE = re.compile(rf"{_TRIGGER}{_DECOR}({NUMBER})([^\n]{{0,80}}?)(?=\.\s|\.?$|\.?\n)", re.MULTILINE)
+_ANY_NUMBER_RE = re.compile(NUMBER_TOKEN)
+# Decoration closing a statement: '**', '$', '\)', '}' (of \boxed{}), and a clause after ', '.
+_CLOSING_RE = re.compile(r"(?:\s*(?:\*\*|\$|\\\)|\\\]|\}))+\s*$")
+_CLAUSE_RE = re.compile(r",\s+(?!(?:or|and|not|but)\b|[-−]?\$?\d).*$", re.IGNORECASE)
 _STRICT_TEXT_RE = re.compile(rf"{_TRIGGER}\s*:?\s*")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _LETTERS = "A-J"  # MMLU has 4 options, AQuA 5; up to 10 covers MMLU-Pro style sets
@@ -43,14 +53,14 @@ def extract(completion: str, metric: str = STRICT, kind: str = "number") -> str 
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if kind not in KINDS:
         raise ValueError(f"unknown answer kind {kind!r}; choose one of {', '.join(KINDS)}")
-    strict = {"number": _strict_number, "math": _strict_math, "choice": _strict_choice}[kind](completion)
+    strict = {"number": _strict_number, "choice": _strict_choice}.get(kind, _strict_math)(completion)
     if metric == STRICT:
         return strict
     if kind == "number":
         return _last(_ANY_NUMBER_RE, completion)  # lm-eval's flexible: last number, whatever came before
     if strict is not None:
         return strict
-    return _last(_ANY_NUMBER_RE, completion) if kind == "math" else _flexible_choice(completion)
+    return _flexible_choice(completion) if kind == "choice" else _last(_ANY_NUMBER_RE, completion)
 
 
 def _last(pattern: re.Pattern, text: str) -> str | None:
@@ -59,7 +69,15 @@ def _last(pattern: re.Pattern, text: str) -> str | None:
 
 
 def _strict_number(completion: str) -> str | None:
-    return _last(_STRICT_NUMBER_RE, completion)
+    """The stated number; the whole statement when more than a unit follows it ('18 or 20', '4i')."""
+    found = _STRICT_NUMBER_RE.findall(completion)
+    if not found:
+        return None
+    number, rest = found[-1]
+    tail = _CLOSING_RE.sub("", _CLAUSE_RE.sub("", rest))  # 'The answer is 36, since ...': the clause ends it
+    if unit_tail(tail, glued=not tail[:1].isspace()):
+        return number.strip()
+    return (number + tail).strip()
 
 
 def _strict_math(completion: str) -> str | None:
