@@ -65,7 +65,7 @@ def test_analyze_run_writes_every_iteration_and_arm(run_dir, capsys):
     assert main(["analyze", str(run_dir), *FAST]) == 0
     for arm, t in (("imm", 1), ("imm", 2), ("self_improve", 1)):
         assert sorted(p.name for p in (run_dir / f"arms/{arm}/iter_{t}/analysis").iterdir()) == [
-            "importance.csv", "layers.csv", "superficiality.json"]
+            "imm_output.json", "importance.csv", "layers.csv", "superficiality.json"]
     rows = read_csv(run_dir / "arms/imm/iter_1/analysis/layers.csv")
     merged = next(r for r in rows if (r["model"], r["layer"], r["module"]) == ("merged", "1", "self_attn.q_proj"))
     assert (merged["delta_l2"], merged["step_l2"], merged["cos_prev"], merged["pullback"]) == ("2.0", "2.0", "", "0.5")

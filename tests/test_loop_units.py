@@ -113,7 +113,8 @@ def test_merge_step_at_density_one_is_the_midpoint(tmp_path):
 def test_an_iteration_without_verified_samples_warns_and_records_it(tmp_path, capsys):
     import json
 
-    from imm.layout import atomic_write_jsonl, read_jsonl
+    from imm.layout import read_jsonl
+    from imm.outputs import atomic_write_jsonl
     from imm.loop import build_dataset
 
     atomic_write_jsonl(tmp_path / "samples.jsonl", [row("a", "The answer is 5.", correct=False)])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from imm.errors import UserError
-from imm.layout import atomic_dir
+from imm.outputs import output_dir
 
 BUILTIN = "builtin"
 BUILTIN_DIR = Path(__file__).resolve().parent / "world" / "base"
@@ -72,12 +72,17 @@ def load_model(path: str | Path, *, device: str = "auto", dtype: str = "auto"):
     return model.to(device).eval(), tokenizer
 
 
-def save_model(model, tokenizer, out_dir: str | Path) -> Path:
-    """Write a loadable checkpoint folder atomically: it appears whole, or not at all."""
+def write_checkpoint(model, tokenizer, folder: Path) -> None:
+    """Model weights (safetensors), config and tokenizer into an existing folder."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def save_model(model, tokenizer, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a loadable checkpoint folder atomically: it appears whole, or not at all (imm.outputs' rule)."""
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    with output_dir(out_dir, "checkpoint", overwrite=overwrite) as tmp:
+        write_checkpoint(model, tokenizer, tmp)
     return out_dir
 
 

@@ -1,4 +1,4 @@
-"""Run-folder layout and atomic writes: a stage is done exactly when its output exists.
+"""Run-folder layout: a stage is done exactly when its output exists (written atomically, imm.outputs).
 
     runs/<name>/
       config.yaml                       resolved config, written before any work
@@ -18,44 +18,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
-
-def _tmp_sibling(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(row: Any) -> Any:
-    return asdict(row) if is_dataclass(row) else row
-
-
-def atomic_write_jsonl(path: Path, rows: Iterable[Any]) -> None:
-    atomic_write_text(path, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in rows))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -63,21 +26,15 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-@contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
+# Every top-level entry a run folder may hold; `imm run --restart` removes a folder holding only these.
+RUN_ENTRIES = ("config.yaml", "summary.csv", "timings.jsonl", "iter_0", "arms", "analysis_cache")
 
-    On any error the temporary folder is removed and `path` is left as it was."""
-    path = Path(path)
-    tmp = _tmp_sibling(path)
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """Top-level names in `run_dir` that no run writes (temporaries of a killed run excluded)."""
+    from imm.outputs import is_temporary
+
+    return sorted(p.name for p in Path(run_dir).iterdir() if p.name not in RUN_ENTRIES and not is_temporary(p))
 
 
 def iter_dir(run_dir: Path, arm: str, iteration: int) -> Path:

@@ -33,7 +33,8 @@ from imm.checkpoint import load_model, resolve_model_path, save_model
 from imm.config import RunConfig, load_config, to_dict
 from imm.errors import UserError
 from imm.finetune import train
-from imm.layout import atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_dir, read_jsonl
+from imm.layout import RUN_ENTRIES, foreign_entries, iter_dir, read_jsonl
+from imm.outputs import atomic_write_json, atomic_write_jsonl, atomic_write_text, is_temporary, remove_written
 from imm.sampling import generate
 from imm.tasks.registry import get_task
 from imm.verify import steps_correct
@@ -165,9 +166,9 @@ def share_first_iteration(cfg: RunConfig, arm: str) -> None:
                      "eval/finetuned.json", "eval/finetuned.samples.jsonl"):
             src, dst = theirs / name, mine / name
             if src.exists() and not dst.exists():
-                tmp = dst.with_name(f".{dst.name}.link-tmp")
+                tmp = dst.with_name(f".{dst.name}.tmp-link")
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_written(tmp)
                 shutil.copytree(src, tmp, copy_function=os.link) if src.is_dir() else os.link(src, tmp)
                 os.replace(tmp, dst)
         return
@@ -220,18 +221,35 @@ def analyse(cfg: RunConfig, arm: str, t: int, base: Path) -> str:
     return "layers.csv, importance.csv, superficiality.json"
 
 
+def check_run_dir(run_dir: Path, restart: bool) -> None:
+    """A run writes only into a new folder or one that holds an imm run; --restart deletes only such a run."""
+    if run_dir.is_symlink() and restart:
+        raise UserError(f"{run_dir} is a symbolic link; --restart deletes only a run folder itself: remove the link yourself")
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run folder; choose another name=... or out_dir=...")
+    if any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} exists and holds no imm run (no config.yaml); imm writes runs only into new "
+                        f"folders: choose another name=... or out_dir=...")
+    if restart and (foreign := foreign_entries(run_dir)):
+        raise UserError(f"{run_dir} holds entries no run writes ({', '.join(foreign[:3])}); --restart deletes only "
+                        f"a run folder: move them away first")
+
+
 def prepare_run_dir(cfg: RunConfig, restart: bool) -> None:
     """Write the resolved config before any work; refuse to resume a folder made with another one."""
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     saved = cfg.run_dir / "config.yaml"
+    check_run_dir(cfg.run_dir, restart)
     if restart and cfg.run_dir.exists():
-        shutil.rmtree(cfg.run_dir)
+        remove_written(cfg.run_dir, run_entries=RUN_ENTRIES)
     if saved.exists() and saved.read_text() != text:
         raise UserError(f"{cfg.run_dir} holds a run with another config; resume it with the same settings, "
                         f"pass --restart to start over, or choose another name=...")
     atomic_write_text(saved, text)
-    for leftover in list(cfg.run_dir.rglob(".*.tmp-*")) + list(cfg.run_dir.rglob(".*.link-tmp")):
-        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()  # from a killed run
+    for leftover in [p for p in cfg.run_dir.rglob(".*") if is_temporary(p)]:
+        remove_written(leftover)  # from a killed run
 
 
 def run_loop(cfg: RunConfig, restart: bool = False) -> Path:
@@ -252,7 +270,7 @@ def run_loop(cfg: RunConfig, restart: bool = False) -> Path:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="default", help="a shipped config (default, smoke) or a YAML path")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. sampling.k=8")
-    parser.add_argument("--restart", action="store_true", help="delete the run folder and start over")
+    parser.add_argument("--restart", action="store_true", help="delete the run folder (only an imm run) and start over")
 
 
 def main(args: argparse.Namespace) -> int:

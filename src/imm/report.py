@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imm.config import RunConfig
-from imm.layout import atomic_write_text, iter_dir
+from imm.layout import iter_dir
+from imm.outputs import atomic_write_text
 
 HEADER = ("arm", "iteration", "model", "task", "domain", "metric", "value", "n")
 

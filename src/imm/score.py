@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imm import verify
 from imm.errors import UserError
-from imm.layout import atomic_write_jsonl
+from imm.outputs import atomic_write_jsonl, check_output_file
 from imm.tasks.registry import get_task
 
 
@@ -25,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, metavar="NAME", help="task whose answer kind judges the rows")
     parser.add_argument("--metric", default=verify.STRICT, choices=verify.METRICS)
     parser.add_argument("--out", type=Path, default=None, help="output file (default: <input>.scored.jsonl)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file when it exists")
 
 
 def read_scorable(path: Path) -> list[dict]:
@@ -63,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or args.file.with_name(args.file.name.removesuffix(".jsonl") + ".scored.jsonl")
     if out.resolve() == args.file.resolve():
         raise UserError(f"--out {out} is the input file; choose another path")
+    check_output_file(out, overwrite=args.overwrite)
     scored = score_rows(rows, task.answer_kind, args.metric)
     atomic_write_jsonl(out, scored)
     correct = sum(row["correct"] for row in scored)

@@ -1,7 +1,7 @@
 """`imm analyze`: where the updates landed and which layers do the reasoning (METHOD.md §3).
 
     imm analyze RUN_DIR                               every arm and iteration of a run (skips done ones)
-    imm analyze --base A --model B --out DIR          any two compatible checkpoints
+    imm analyze --base A --model B --out DIR          any two compatible checkpoints (DIR new, or --overwrite)
     options: --probe TASK --probe-size N --max-new-tokens N --importance ablation,gradient|none --device cpu|cuda|auto
 """
 
@@ -18,7 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", nargs="?", type=Path, help="a run folder written by `imm run`")
     parser.add_argument("--base", help="θ0: a checkpoint folder or 'builtin' (run mode: overrides config.yaml)")
     parser.add_argument("--model", type=Path, help="the checkpoint to compare with --base")
-    parser.add_argument("--out", type=Path, help="output folder for --base/--model")
+    parser.add_argument("--out", type=Path, help="output folder for --base/--model (new, empty, or an earlier analysis)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when an earlier `imm analyze` wrote it")
     parser.add_argument("--arm", help="run mode: only this arm")
     # Run mode takes the probe, importance and device from the run's config.yaml unless given here.
     parser.add_argument("--probe", help="task whose verified solutions probe importance (default arith)")
@@ -58,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
 
     s = {**DEFAULTS, **given}
     found = analyze_pair(s["base"], args.model, args.out, probe_task=s["probe_task"], probe_size=s["probe_size"],
-                         importance=s["importance"], max_new_tokens=args.max_new_tokens, device=s["device"])
+                         importance=s["importance"], max_new_tokens=args.max_new_tokens, device=s["device"],
+                         overwrite=args.overwrite)
     print(format_figures(found) or "no importance measured: layers.csv only")
     print(f"wrote {args.out}")
     return 0

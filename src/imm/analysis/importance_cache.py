@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imm.analysis.importance import Importance, check_kinds, measure, probe_set
-from imm.layout import atomic_write_json
+from imm.outputs import atomic_write_json
 
 
 def checkpoint_signature(folder: Path) -> list[tuple[str, int, int]]:

@@ -9,6 +9,7 @@ whose analysis/ exists is skipped. θ0's importance is measured once and cached 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -18,9 +19,11 @@ from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
 from imm.analysis.updates import layer_rows, stream_stats
 from imm.errors import UserError
-from imm.layout import atomic_dir, iter_dir
+from imm.layout import iter_dir
+from imm.outputs import check_output_dir, output_dir
 
 CACHE_DIR = "analysis_cache"
+ANALYSIS = "analysis"  # the kind of output these tables are (imm.outputs)
 FINETUNED, MERGED, PREVIOUS = "finetuned", "merged", "previous"
 
 
@@ -87,7 +90,7 @@ def analyze_iteration(
                             probe_size=probe_size, max_new_tokens=max_new_tokens, device=device) if importance else {}
     context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
                "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
-    with atomic_dir(out) as tmp:
+    with output_dir(out, ANALYSIS, overwrite=True) as tmp:  # inside a run folder imm owns every path
         write_tables(tmp, rows, imp, context)
 
 
@@ -131,13 +134,19 @@ def analyze_pair(
     importance: Sequence[str] = ("ablation", "gradient"),
     max_new_tokens: int = 256,
     device: str = "auto",
+    overwrite: bool = False,
 ) -> list[Superficiality]:
-    """The three outputs for any two compatible checkpoints; θ0's importance is cached in out/analysis_cache."""
+    """The three outputs for any two compatible checkpoints, written as one new folder `out`;
+    θ0's importance is cached in out/analysis_cache (kept when an earlier analysis is replaced)."""
     check_request(importance, probe_task, probe_size)
     base, model = base_folder(base), base_folder(model)
+    check_output_dir(out, ANALYSIS, overwrite=overwrite, inputs=(base, model))
     names, groups = stream_stats(base, {"model": model})
     rows = layer_rows(names, groups, "model")
-    imp = cached_importance(base, importance, Path(out) / CACHE_DIR, probe_task=probe_task,
-                            probe_size=probe_size, max_new_tokens=max_new_tokens, device=device) if importance else {}
     context = {"base": str(base), "model": str(model), "probe_task": probe_task, "probe_size": probe_size}
-    return write_tables(Path(out), rows, imp, context)
+    with output_dir(out, ANALYSIS, overwrite=overwrite, inputs=(base, model)) as tmp:
+        if (Path(out) / CACHE_DIR).is_dir():
+            shutil.copytree(Path(out) / CACHE_DIR, tmp / CACHE_DIR)
+        imp = cached_importance(base, importance, tmp / CACHE_DIR, probe_task=probe_task, probe_size=probe_size,
+                                max_new_tokens=max_new_tokens, device=device) if importance else {}
+        return write_tables(tmp, rows, imp, context)

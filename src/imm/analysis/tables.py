@@ -18,7 +18,7 @@ from typing import Sequence
 from imm.analysis.importance import Importance
 from imm.analysis.superficiality import Superficiality, superficiality
 from imm.analysis.updates import ALL, LayerRow
-from imm.layout import atomic_write_json, atomic_write_text
+from imm.outputs import atomic_write_json, atomic_write_text
 
 LAYERS_CSV, IMPORTANCE_CSV, SUPERFICIALITY_JSON = "layers.csv", "importance.csv", "superficiality.json"
 OUTPUTS = (LAYERS_CSV, IMPORTANCE_CSV, SUPERFICIALITY_JSON)

@@ -4,9 +4,10 @@
     imm eval --model DIR --task gsm8k=../shared/data/gsm8k svamp=../shared/data/svamp \\
              --samples 8 --temperature 0.8 --out runs/eval-dir
 
-Writes `samples_<task>.jsonl` (prompt, completion, extracted, gold, correct per completion) and,
-last, `results.json` ({"results": {task: {metric: value, "n": questions}}, "config": {...}}).
-Every task spec and data file is read before the model is loaded.
+Writes the folder --out (new, empty, or an earlier `imm eval` output replaced with --overwrite) whole:
+`samples_<task>.jsonl` (prompt, completion, extracted, gold, correct per completion) and
+`results.json` ({"results": {task: {metric: value, "n": questions}}, "config": {...}}).
+Every task spec, data file and the output folder are checked before the model is loaded.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import argparse
 from pathlib import Path
 
 from imm.errors import UserError
-from imm.layout import atomic_write_json, atomic_write_jsonl
+from imm.outputs import atomic_write_json, atomic_write_jsonl, check_output_dir, output_dir
 from imm.tasks.registry import TASKS, get_task
+
+EVAL = "eval"  # the kind of output `imm eval` writes (imm.outputs)
 
 
 def _task_list() -> str:
@@ -33,7 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder, hub id, or 'builtin'")
     parser.add_argument("--task", required=True, nargs="+", action="extend", metavar="NAME[=PATH]",
                         help="tasks to evaluate (repeatable)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (new, empty, or an earlier eval)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when an earlier `imm eval` wrote it")
     parser.add_argument("--split", default="test", help="split of each task (default: test)")
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each task")
     parser.add_argument("--samples", type=int, default=0, metavar="K",
@@ -57,8 +61,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError("--samples and --shots must be 0 or more")
     if args.samples and not (args.temperature >= 0 and 0 < args.top_p <= 1):
         raise UserError("--temperature must be >= 0 and --top-p in (0, 1]")
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} is a file; give a folder")
+    check_output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model])
 
 
 def _load_tasks(args: argparse.Namespace) -> list[tuple[str, object, list, list]]:
@@ -86,15 +89,16 @@ def main(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     results = {}
-    for spec, task, problems, shots in loaded:
-        result = evaluate(model, tokenizer, task, problems, k=args.samples, temperature=args.temperature,
-                          top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          seed=args.seed, shots=shots)
-        atomic_write_jsonl(args.out / f"samples_{task.name}.jsonl", result.rows)
-        results[task.name] = {**result.metrics, "n": result.n}
-        print(_line(task.name, results[task.name]), flush=True)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    atomic_write_json(args.out / "results.json", {"results": results, "config": config})
+    with output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model]) as tmp:
+        for spec, task, problems, shots in loaded:
+            result = evaluate(model, tokenizer, task, problems, k=args.samples, temperature=args.temperature,
+                              top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                              seed=args.seed, shots=shots)
+            atomic_write_jsonl(tmp / f"samples_{task.name}.jsonl", result.rows)
+            results[task.name] = {**result.metrics, "n": result.n}
+            print(_line(task.name, results[task.name]), flush=True)
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+        atomic_write_json(tmp / "results.json", {"results": results, "config": config})
     print(f"wrote {args.out / 'results.json'}")
     return 0
 

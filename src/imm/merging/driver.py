@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from imm.layout import atomic_dir
+from imm.outputs import output_dir
 from imm.merging.checkpoint import (
     DTYPES, TOKENIZER_FILES, Checkpoint, OutputTensor, TensorEntry, TensorReader, copy_side_files, plan_shards,
     write_shards,
@@ -131,9 +131,10 @@ def _stack(reader: TensorReader, entries: Sequence[TensorEntry], first: int, sto
 
 
 def merge(spec: MergeSpec, out_dir: Path, *, seed: int = 0, device: str = "cpu",
-          max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+          max_shard_bytes: int = DEFAULT_SHARD_BYTES, overwrite: bool = False,
           progress: Callable[[int, int], None] | None = None) -> Path:
-    """Merge `spec` into the checkpoint folder `out_dir`, written atomically (temp folder + rename).
+    """Merge `spec` into the checkpoint folder `out_dir`, written atomically (temp folder + rename);
+    an existing `out_dir` is replaced only when it is an earlier merge output and `overwrite` is set.
 
     Everything that can be checked from config.json and safetensors headers is checked before any
     tensor data is read. `progress(done, total)` is called after each tensor."""
@@ -150,7 +151,7 @@ def merge(spec: MergeSpec, out_dir: Path, *, seed: int = 0, device: str = "cpu",
             progress(done, len(plan.jobs))
 
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp, TensorReader() as reader:
+    with output_dir(out_dir, "merge", overwrite=overwrite, inputs=spec.inputs()) as tmp, TensorReader() as reader:
         write_shards(tmp, shards, produce)
         _write_side_files(plan, tmp, seed)
     return out_dir

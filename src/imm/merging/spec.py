@@ -48,6 +48,11 @@ class MergeSpec:
     tokenizer_source: Path | None
     raw: Mapping[str, Any]
 
+    def inputs(self) -> tuple[Path, ...]:
+        """Every checkpoint folder the merge reads (an output may overlap none of them)."""
+        found = (self.base_model, *(m.path for m in self.models), self.tokenizer_source)
+        return tuple(path for path in found if path is not None)
+
     @classmethod
     def from_yaml(cls, path: Path) -> "MergeSpec":
         path = Path(path)

@@ -1,6 +1,6 @@
 """`imm world build`: pretrain the tiny base reasoner of the built-in default from scratch.
 
-    imm world build [--out DIR] [--steps N] [--seed S]
+    imm world build [--out DIR] [--steps N] [--seed S] [--overwrite]
 
 Trains a byte-level BPE tokenizer and a small Llama on gold solutions of every family (pretrain
 split, loss on the solution only), then measures greedy accuracy per family on the test split.
@@ -20,10 +20,10 @@ from typing import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from imm.checkpoint import BUILTIN_DIR, pick_device, save_model
+from imm.checkpoint import BUILTIN_DIR, pick_device, save_model, write_checkpoint
 from imm.errors import UserError
 from imm.finetune import TrainStats, collate, encode_example, sum_loss
-from imm.layout import atomic_write_json
+from imm.outputs import atomic_write_json, check_output_dir, output_dir
 from imm.tasks.registry import get_task
 from imm.world.families import FAMILIES, IN_DOMAIN, stream
 from imm.world.tokenizer import train_tokenizer
@@ -107,7 +107,14 @@ def pretrain(model, tokenizer, cfg: BuildConfig, every: int = 0, on_checkpoint: 
     return TrainStats(cfg.steps, cfg.steps * cfg.batch_size, tokens, 0.0, tokens / seconds, loss_value, seconds)
 
 
-def build(out: Path, cfg: BuildConfig, device: str = "cpu", every: int = 0) -> dict:
+WORLD_MODEL = "world-model"  # the kind of output `imm world build` writes (imm.outputs)
+
+
+def steps_folder(out: Path) -> Path:
+    return out.parent / f"{out.name}-steps"
+
+
+def build(out: Path, cfg: BuildConfig, device: str = "cpu", every: int = 0, overwrite: bool = False) -> dict:
     """Tokenizer, model, pretraining, accuracy per family; with `every`, a checkpoint and its
     accuracy on 100 problems per family every `every` steps under out/../<name>-steps/."""
     t0 = time.perf_counter()
@@ -118,21 +125,31 @@ def build(out: Path, cfg: BuildConfig, device: str = "cpu", every: int = 0) -> d
     def checkpoint(step: int) -> None:
         acc = family_accuracy(model, tokenizer, 100)
         print(f"step {step}: " + " ".join(f"{f}={a:.0%}" for f, a in acc.items()), flush=True)
-        save_model(model, tokenizer, out.parent / f"{out.name}-steps" / f"step_{step}")
+        save_model(model, tokenizer, steps_folder(out) / f"step_{step}", overwrite=overwrite)
 
     stats = pretrain(model, tokenizer, cfg, every, checkpoint)
     accuracy = family_accuracy(model, tokenizer, cfg.eval_size)
     report = {"config": asdict(cfg), "device": device, "train": asdict(stats), "accuracy": accuracy,
               "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - t0}
-    save_model(model.cpu(), tokenizer, out)
-    atomic_write_json(out / "build_report.json", report)
+    with output_dir(out, WORLD_MODEL, overwrite=overwrite) as tmp:
+        write_checkpoint(model.cpu(), tokenizer, tmp)
+        atomic_write_json(tmp / "build_report.json", report)
     return report
+
+
+def check_outputs(out: Path, cfg: BuildConfig, every: int, overwrite: bool) -> None:
+    """Every folder the build will write is checked before the training starts."""
+    check_output_dir(out, WORLD_MODEL, overwrite=overwrite)
+    for step in range(every, cfg.steps + 1, every) if every else ():
+        check_output_dir(steps_folder(out) / f"step_{step}", "checkpoint", overwrite=overwrite)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = sub.add_parser("build", help="pretrain the tiny base model (the shipped one is imm/world/base)")
     b.add_argument("--out", type=Path, default=BUILTIN_DIR, help="output model folder (default: the shipped base)")
+    b.add_argument("--overwrite", action="store_true", help="replace --out (and its step checkpoints) when an "
+                   "earlier build wrote it; the shipped base is such a folder")
     b.add_argument("--steps", type=int, default=BuildConfig.steps, help="optimizer steps of pretraining")
     b.add_argument("--seed", type=int, default=BuildConfig.seed)
     b.add_argument("--device", default="cpu", help="cpu (the shipped base's reference), cuda, or auto")
@@ -142,7 +159,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.steps <= 0:
         raise UserError(f"--steps must be positive, got {args.steps}")
-    report = build(args.out, BuildConfig(steps=args.steps, seed=args.seed), args.device, args.checkpoint_every)
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be 0 (off) or positive, got {args.checkpoint_every}")
+    cfg = BuildConfig(steps=args.steps, seed=args.seed)
+    check_outputs(args.out, cfg, args.checkpoint_every, args.overwrite)
+    report = build(args.out, cfg, args.device, args.checkpoint_every, args.overwrite)
     print(f"built {args.out} in {report['seconds']:.0f}s ({report['parameters']:,} parameters)")
     for family, acc in report["accuracy"].items():
         print(f"  {family:<16} {acc:6.1%}")

@@ -1,0 +1,200 @@
+"""Where commands write: one rule for every output folder, and the one place that deletes.
+
+A command that writes a folder (`imm merge OUT`, `imm eval --out`, `imm analyze --out`, `imm world
+build --out`, the checkpoints and tables of a run) writes it whole into a temporary sibling, then
+renames it into place. What already stands at the target decides whether it may:
+
+    nothing, or an empty folder                  write it
+    a folder imm wrote for the same kind         replace it, only when asked (--overwrite)
+    anything else                                refuse, even when asked: a user's folder, a folder
+                                                 imm wrote for another kind or that holds files imm
+                                                 did not write, a file, a symbolic link, an input
+
+A folder imm wrote carries `imm_output.json`: its kind and every file written. Nothing is removed
+unless `remove_written` finds it tool-made: a temporary of ours (`.NAME.tmp-*`, `.NAME.old-*`), a
+folder whose marker lists all it holds, or a run folder that holds only the run layout's entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Collection, Iterable, Iterator
+
+from imm.errors import UserError
+
+MARKER = "imm_output.json"
+_TEMPORARY = re.compile(r"\..+\.(tmp|old)-[^/]*")
+
+
+def temporary_sibling(path: Path, tag: str = "tmp") -> Path:
+    """A new empty folder `.NAME.<tag>-XXXX` beside `path` (tag: tmp for work, old for a replaced output)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
+
+
+def is_temporary(path: Path) -> bool:
+    return bool(_TEMPORARY.fullmatch(Path(path).name))
+
+
+def written_files(folder: Path) -> list[str]:
+    """Every file below `folder` (relative, '/'-separated, sorted), the marker left out."""
+    found = [p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if not p.is_dir()]
+    return sorted(name for name in found if name != MARKER)
+
+
+def read_marker(folder: Path) -> dict | None:
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("files"), list) else None
+
+
+def _foreign_files(folder: Path, marker: dict) -> list[str]:
+    return [name for name in written_files(folder) if name not in set(marker["files"])]
+
+
+# --- the one place that deletes --------------------------------------------------------------
+
+def remove_written(path: Path, *, run_entries: Collection[str] | None = None) -> None:
+    """Delete `path` if, and only if, imm made it; anything else is a bug, refused loudly.
+
+    imm made it when it is a temporary of ours, a folder whose marker lists every file in it, or
+    (with `run_entries`, the run layout's top-level names) a run folder holding nothing else."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not (is_temporary(path) or _owned_folder(path, run_entries)):
+        raise UserError(f"refusing to delete {path}: imm did not write it; move it away yourself if you mean to")
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _owned_folder(path: Path, run_entries: Collection[str] | None) -> bool:
+    if not path.is_dir():
+        return False
+    if run_entries is not None:
+        names = {p.name for p in path.iterdir() if not is_temporary(p)}
+        return (path / "config.yaml").is_file() and names <= set(run_entries)
+    marker = read_marker(path)
+    return marker is not None and not _foreign_files(path, marker)
+
+
+# --- output folders ----------------------------------------------------------------------------
+
+def _overlap(path: Path, inputs: Iterable[str | Path]) -> Path | None:
+    """The first input that is `path`, lies inside it, or holds it."""
+    target = path.resolve()
+    for item in inputs:
+        if item is None or not Path(item).exists():
+            continue  # a hub id or a name such as 'builtin' is not a folder on this disk
+        source = Path(item).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            return Path(item)
+    return None
+
+
+def check_output_dir(path: Path, kind: str, *, overwrite: bool = False, inputs: Iterable[str | Path] = (),
+                     flag: str = "--overwrite") -> None:
+    """Refuse, with one line naming the folder and the fix, an output folder imm may not write."""
+    path = Path(path)
+    fresh = "give a new folder path"
+    if path.is_symlink():
+        raise UserError(f"output {path} is a symbolic link; imm writes only folders it creates: {fresh}")
+    if (source := _overlap(path, inputs)) is not None:
+        raise UserError(f"output {path} overlaps the input {source}; write the output to a new folder")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise UserError(f"output {path} is a file, not a folder; {fresh}")
+    if not any(path.iterdir()):
+        return
+    marker = read_marker(path)
+    if marker is None:
+        raise UserError(f"output {path} exists and was not written by imm (no {MARKER}); imm never replaces "
+                        f"a folder it did not write: {fresh}")
+    if marker.get("kind") != kind:
+        raise UserError(f"output {path} holds an imm {marker.get('kind')} output, not a {kind} output; {fresh}")
+    if foreign := _foreign_files(path, marker):
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(f"output {path} holds files imm did not write ({shown}); move them away or {fresh}")
+    if not overwrite:
+        raise UserError(f"output {path} already holds an imm {kind} output; pass {flag} to replace it, or {fresh}")
+
+
+@contextmanager
+def output_dir(path: Path, kind: str, *, overwrite: bool = False, inputs: Iterable[str | Path] = (),
+               flag: str = "--overwrite") -> Iterator[Path]:
+    """Yield a temporary folder; on success it becomes `path` in one rename, with its marker.
+
+    The target is checked before the work and again before the rename. On any error the temporary
+    folder is removed and `path` is left as it was."""
+    path, inputs = Path(path), tuple(inputs)
+    check_output_dir(path, kind, overwrite=overwrite, inputs=inputs, flag=flag)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        atomic_write_json(tmp / MARKER, {"kind": kind, "files": written_files(tmp)})
+        check_output_dir(path, kind, overwrite=overwrite, inputs=inputs, flag=flag)
+        _move_into_place(tmp, path)
+    except BaseException:
+        remove_written(tmp)
+        raise
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()  # an empty folder holds nothing to lose
+    if not path.exists():
+        os.rename(tmp, path)
+        return
+    old = temporary_sibling(path, "old")  # checked: an imm output of this kind, replacing it was asked for
+    os.replace(path, old)
+    os.replace(tmp, path)
+    remove_written(old)
+
+
+def check_output_file(path: Path, *, overwrite: bool = False, flag: str = "--overwrite") -> None:
+    """An output file is written new; an existing one is replaced only when asked, never a folder or a link."""
+    path = Path(path)
+    if path.is_symlink() or path.is_dir():
+        raise UserError(f"output {path} is a {'symbolic link' if path.is_symlink() else 'folder'}; give a new file path")
+    if path.exists() and not overwrite:
+        raise UserError(f"output {path} already exists; pass {flag} to replace it, or give a new file path")
+
+
+# --- atomic files ------------------------------------------------------------------------------
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_written(Path(tmp))
+        raise
+
+
+def _jsonable(row: Any) -> Any:
+    return asdict(row) if is_dataclass(row) else row
+
+
+def atomic_write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    atomic_write_text(path, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in rows))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
