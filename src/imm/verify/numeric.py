@@ -29,6 +29,8 @@ NUMBER = (
 NUMBER_TOKEN = rf"{NUMBER}(?:[A-Za-z]{{1,12}}\b)?"
 _FRAC_RE = re.compile(r"\\[dt]?frac\{(\d+)\}\{(\d+)\}")
 _SCIENTIFIC_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?", re.IGNORECASE)
+# '2.19 \\times 10^{6}', '2.19×10^6', '2.19 * 10^6': scientific notation as written in LaTeX or text.
+_TIMES_TEN_RE = re.compile(r"(\d)\s*(?:\\times|\\cdot|×|\*)\s*10\s*\^\s*\{?\s*([-−]?\d{1,3})\s*\}?")
 _PLAIN_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
 
 # Units that may be glued to a number ('5cm', '3km', '10am'); a single letter after a space must be one
@@ -74,6 +76,7 @@ def clean_number_text(text: str) -> str:
     """'-$ 1,200.' -> '-1200': removes '\\$', '$', commas, a unicode minus, one trailing '.'."""
     cleaned = text.strip().replace("−", "-").replace("\\$", "").replace("$", "").replace(",", "")
     cleaned = re.sub(r"^([-+])\s+", r"\1", cleaned.strip())  # '- 5' and '-$ 5' -> '-5'
+    cleaned = _TIMES_TEN_RE.sub(lambda m: f"{m[1]}e{m[2].replace('−', '-')}", cleaned)
     return _FRAC_RE.sub(r"\1/\2", cleaned).rstrip(".")
 
 
