@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 
 from imm import verify
+from imm.verify import latex
 from imm.verify import FLEXIBLE, STRICT, SymbolicJudge, check, extract
 
 # (completion, strict, flexible) for kind "number"; each pinned by reading the regex by hand.
@@ -20,6 +21,10 @@ NUMBER_CASES = [
     ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}", "$\\frac{3}{4}"),  # LaTeX fraction; flexible keeps "$"
     ("She pays $18.00 in all. The answer is $18.", "18", "$18"),  # "$" dropped on compare
     ("The answer is: **42**", "42", "42"),  # markdown around the value
+    ("The answer is **42** apples.", "42", "42"),  # the bold closes before the unit
+    ("The answer is \\$18.", "18", "\\$18"),  # LaTeX-escaped dollar
+    ("The answer is 18 or 20.", "18 or 20", "20"),  # a second claim: strict returns the whole statement
+    ("The answer is 120x.", "120x", "120x"),  # glued letters belong to the number
     ("The answer is 5 apples. Then she eats 2.", "5", "2"),  # text after the answer: flexible reads on
     ("The answer is 4. Wait. The answer is 5.", "5", "5"),  # several: the last one counts
     ("#### 72", "72", "72"),  # GSM8K gold format
@@ -148,3 +153,47 @@ def test_unknown_metric_and_kind_are_errors():
         check("The answer is 1", "1", metric="exact")
     with pytest.raises(ValueError):
         check("The answer is 1", "1", kind="date")
+
+
+# Issue 13's examples, each verdict derived by hand: (kind, completion, gold, correct).
+ISSUE_13 = [
+    ("math", "\\boxed{6√2}", "6", False),  # 6√2 ≈ 8.49: the root is part of the answer
+    ("math", "\\boxed{6 * sqrt(2)}", "6", False),
+    ("math", "\\boxed{3√5}", "3\\sqrt{5}", True),  # one spelling: √5 is \sqrt{5}
+    ("math", "\\boxed{4i}", "4", False), ("math", "\\boxed{-7k}", "-7", False), ("math", "\\boxed{120x}", "120", False),
+    ("math", "\\boxed{4{cm}}", "4", True),  # a unit in braces, not 4·c·m
+    ("math", "\\boxed{8.062258}", "\\sqrt{65}", False),  # √65 = 8.0622577...: an approximation, not exact
+    ("math", "\\boxed{6.283185}", "2\\pi", False),
+    ("math", "\\boxed{0.06251}", "0.0625", False),  # exact golds allow no rounding
+    ("math", "The answer is I cannot determine 5 exactly.", "5", False),
+    ("math", "\\boxed{9, 18, 27, 36, \\ldots}", "36", False),
+    ("math", "\\boxed{\\$44.00}", "44", True),
+    ("number", "The answer is \\$18.", "18", True),
+    ("number", "The answer is 18 or 20.", "18", False),
+    ("math", "\\boxed{70110}", "70,110", False), ("math", "\\boxed{110, 70}", "70,110", True),  # an unordered pair
+    ("math", "\\boxed{(-36,104]}", "[-36,104]", False), ("math", "\\boxed{[-36, 104]}", "[-36,104]", True),
+    ("math-approx", "\\boxed{2.19002 \\times 10^{6}}", "2.19e6", True),  # 9e-6 relative: a measured quantity
+    ("math-approx", "\\boxed{2.2e6}", "2.19e6", False),  # 0.5% off
+    ("number", "The answer is 36, since 6 x 6 = 36.", "36", True),  # a clause after ', ' ends the statement
+    ("number", "The answer is 16, 17, 18.", "18", False),
+]
+
+
+@pytest.mark.parametrize("kind, completion, gold, correct", ISSUE_13)
+def test_issue_13_answer_forms(judge, kind, completion, gold, correct):
+    assert verify.check_many([completion], [gold], kind, judge=judge)[0].correct is correct
+
+
+@pytest.mark.parametrize("text, normal", [
+    ("3√5", "3\\sqrt{5}"), ("6 * sqrt(2)", "6*\\sqrt{2}"), ("\\dfrac{1}{2}", "\\frac{1}{2}"), ("4{cm}", "4 cm"),
+    ("10{,}080", "10080"), ("10,\\!080", "10080"), ("\\left( -36, 104 \\right]", "(-36,104]"), ("30^{\\circ}", "30"),
+])
+def test_math_normal_form(text, normal):
+    assert latex.normal_form(text) == normal
+
+
+def test_math_shapes():
+    assert latex.shape("9,18,27,36,\\ldots").kind == "list"
+    assert latex.shape("(-\\infty,3)\\cup[4,5]").brackets == "()[]"
+    assert latex.shape("cannot be determined").kind == "prose" and latex.shape("5 cm").kind == "expression"
+    assert latex.exact_decimals("8.062258+x") == "\\frac{8062258}{1000000}+x"

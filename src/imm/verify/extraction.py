@@ -35,6 +35,7 @@ _STRICT_NUMBER_RE = re.compile(rf"{_TRIGGER}{_DECOR}({NUMBER})([^\n]{{0,80}}?)(?
 _ANY_NUMBER_RE = re.compile(NUMBER_TOKEN)
 # Decoration closing a statement: '**', '$', '\)', '}' (of \boxed{}), and a clause after ', '.
 _CLOSING_RE = re.compile(r"(?:\s*(?:\*\*|\$|\\\)|\\\]|\}))+\s*$")
+_LEADING_CLOSE_RE = re.compile(r"^(?:\s*(?:\*\*|\$|\\\)|\\\]|\}))+\s*")
 _CLAUSE_RE = re.compile(r",\s+(?!(?:or|and|not|but)\b|[-−]?\$?\d).*$", re.IGNORECASE)
 _STRICT_TEXT_RE = re.compile(rf"{_TRIGGER}\s*:?\s*")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -75,6 +76,7 @@ def _strict_number(completion: str) -> str | None:
         return None
     number, rest = found[-1]
     tail = _CLOSING_RE.sub("", _CLAUSE_RE.sub("", rest))  # 'The answer is 36, since ...': the clause ends it
+    tail = _LEADING_CLOSE_RE.sub(" ", tail)  # "**18** apples": the bold closes before the unit
     if unit_tail(tail, glued=not tail[:1].isspace()):
         return number.strip()
     return (number + tail).strip()
