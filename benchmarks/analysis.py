@@ -7,8 +7,8 @@
     .venv/bin/python benchmarks/analysis.py --part big  # only the 1.5B-shaped bf16 pair (needs ~8 GB disk)
 
 Part 1 writes pairs of random Llama-shaped checkpoints (hidden 512, vocab 8192; fp32 safetensors) with a
-growing number of blocks, then times `update_table` in a fresh process and reports its peak anonymous RSS
-(sampled every 2 ms; mmap'd weight pages are reclaimable page cache) above the RSS after imports; for
+growing number of blocks, then times the update table (`stream_stats`) in a fresh process and reports its peak
+anonymous RSS (sampled every 2 ms; mmap'd weight pages are reclaimable page cache) above the RSS after imports; for
 contrast, the same figures for copying both state dicts into RAM, as loading two models would.
 Part 2 times ablation (one greedy probe pass per skipped block) and gradient importance on a small random
 Llama of the built-in model's shape (8 blocks, hidden 128, MLP 384) with the world tokenizer, on the `arith`
@@ -37,7 +37,7 @@ import json, sys, threading, time
 import torch
 torch.set_num_threads(1)
 from safetensors.torch import load_file
-from imm.analysis.updates import update_table
+from imm.analysis.updates import layer_rows, stream_stats
 def anon_mib():  # private (anonymous) resident memory; mmap'd file pages are page cache, reclaimable
     for line in open("/proc/self/status"):
         if line.startswith("RssAnon:"):
@@ -51,7 +51,7 @@ before = anon_mib()
 watcher = threading.Thread(target=watch); watcher.start()
 start = time.perf_counter()
 if mode == "stream":
-    rows = update_table(a, b)
+    rows = layer_rows(*stream_stats(a, {"model": b}), "model")
 else:  # whole: both state dicts copied into RAM, as loading two models does, then one norm per tensor
     sa = {k: v.clone() for k, v in load_file(a + "/model.safetensors").items()}
     sb = {k: v.clone() for k, v in load_file(b + "/model.safetensors").items()}

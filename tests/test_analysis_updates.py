@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm.analysis import superficiality as sf
-from imm.analysis.updates import ALL, layer_rows, stream_stats, update_table
+from imm.analysis.updates import ALL, layer_rows, stream_stats
 from imm.analysis.weights import Weights, locate
 from imm.errors import UserError
 
@@ -40,6 +40,12 @@ def perturbed(model: LlamaForCausalLM, edits: dict[str, float]) -> LlamaForCausa
         for name, value in edits.items():
             params[name].add_(value)
     return copy
+
+
+def update_table(base, model):
+    """layers.csv rows of checkpoint `model` against `base`, as `imm analyze --base --model` computes them."""
+    names, groups = stream_stats(base, {"model": model})
+    return layer_rows(names, groups, "model")
 
 
 def row(rows, layer, module=ALL, model="model"):

@@ -10,10 +10,9 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from imm import cli
+from imm import cli, tensor_files
 from imm.errors import UserError
-from imm.merging import MergeSpec, merge, plan_merge, tensor_seed
-from imm.merging import checkpoint, driver
+from imm.merging import MergeSpec, driver, merge, plan_merge, tensor_seed
 
 SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=4)
@@ -158,7 +157,7 @@ def test_incompatible_checkpoints_fail_before_reading_tensors(llama, tmp_path, m
     def no_reading(self, entry, *args):
         raise AssertionError(f"read {entry.name} before validation finished")
 
-    monkeypatch.setattr(checkpoint.TensorReader, "read", no_reading)
+    monkeypatch.setattr(tensor_files.TensorReader, "read", no_reading)
     with pytest.raises(UserError) as info:
         merge(spec, tmp_path / "out")
     assert expected.format(base=llama["base"], other=other) in str(info.value)

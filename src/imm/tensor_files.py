@@ -1,16 +1,20 @@
-"""Hugging Face checkpoint folders, read and written one tensor at a time.
+"""Checkpoint folders' safetensors files, read and written one tensor at a time.
+
+The one place that knows the file format, for the merge engine and the layer analysis alike: the
+dtype table, index files (model.safetensors.index.json), shard headers, streaming reads, and which
+decoder block a tensor belongs to (`block_index`).
 
 The safetensors format is an 8-byte little-endian header length, a JSON header mapping each
 tensor name to {dtype, shape, data_offsets}, then the raw bytes. Reading headers is enough to
-validate a merge; tensors are then read with plain `readinto` into fresh buffers (no mmap, so
-pages of the inputs never accumulate in our resident memory), and written into a shard whose
-header is laid out in advance from the known output shapes.
+validate a merge or a comparison; tensors are then read with plain `readinto` into fresh buffers
+(no mmap, so pages of the inputs never accumulate in our resident memory), and written into a
+shard whose header is laid out in advance from the known output shapes.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +30,32 @@ DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model",
-    "chat_template.jinja", "chat_template.json",
-)
 INDEX_NAME = "model.safetensors.index.json"
+
+# Attribute names under which models keep their decoder blocks (a ModuleList), and so the word
+# before the block index in a tensor name.
+BLOCK_CONTAINERS = ("layers", "h", "blocks", "layer")
+_BLOCK = re.compile(rf"(?:^|\.)(?:{'|'.join(BLOCK_CONTAINERS)})\.(\d+)\.")
+
+
+def split_block(name: str) -> tuple[int, str] | None:
+    """(block index, the rest of the name) of a tensor inside a decoder block; None outside blocks.
+
+    The rule: the first `CONTAINER.N.` in the name, CONTAINER one of BLOCK_CONTAINERS, standing at
+    the start of the name or after a dot, and followed by more name:
+        model.layers.3.self_attn.q_proj.weight  -> (3, "self_attn.q_proj.weight")   Llama, Qwen, Mistral
+        transformer.h.7.attn.c_attn.bias        -> (7, "attn.c_attn.bias")          GPT-2
+        layers.0.w1.weight, blocks.5.ln.weight, encoder.layer.2.out.weight -> blocks 0, 5, 2
+    Not in a block: model.embed_tokens.weight, lm_head.weight, model.norm.weight, sublayers.3.w
+    (the container is a whole word), model.layers.3 (nothing after the index)."""
+    match = _BLOCK.search(name)
+    return (int(match.group(1)), name[match.end():]) if match else None
+
+
+def block_index(name: str) -> int | None:
+    """The decoder block a tensor belongs to (split_block's rule), or None for embeddings, head, final norm."""
+    found = split_block(name)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -60,10 +84,7 @@ class Checkpoint:
         config_path = path / "config.json"
         if not config_path.is_file():
             raise UserError(f"{path} has no config.json; point the merge config at a Hugging Face checkpoint folder")
-        tensors: dict[str, TensorEntry] = {}
-        for shard in _shard_files(path):
-            tensors.update(read_header(shard))
-        return cls(path, json.loads(config_path.read_text()), tensors)
+        return cls(path, json.loads(config_path.read_text()), tensor_table(path))
 
     @property
     def tied_embeddings(self) -> bool:
@@ -80,7 +101,19 @@ class Checkpoint:
         return None
 
 
+def tensor_table(path: Path) -> dict[str, TensorEntry]:
+    """Every tensor of a checkpoint folder, from its shards' headers (no tensor data is read)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"checkpoint folder {path} does not exist; pass a Hugging Face checkpoint folder")
+    tensors: dict[str, TensorEntry] = {}
+    for shard in _shard_files(path):
+        tensors.update(read_header(shard))
+    return tensors
+
+
 def _shard_files(path: Path) -> list[Path]:
+    """The shards its index file names, or every *.safetensors file when it has none."""
     index = path / INDEX_NAME
     if index.is_file():
         weight_map = json.loads(index.read_text())["weight_map"]
@@ -129,14 +162,17 @@ class TensorReader:
         for f in self._files.values():
             f.close()
 
-    def read(self, entry: TensorEntry, first: int = 0, stop: int | None = None) -> torch.Tensor:
+    def read(self, entry: TensorEntry, first: int = 0, stop: int | None = None,
+             scratch: torch.Tensor | None = None) -> torch.Tensor:
         """Entries [first, stop) of the flattened tensor (all of it by default), stored dtype, CPU.
-        The whole tensor comes back in its shape, a range as a flat tensor."""
+        The whole tensor comes back in its shape, a range as a flat tensor. The bytes land in a fresh
+        buffer, or at the start of `scratch` (uint8, large enough), which the result is then a view of."""
         dtype = DTYPES[entry.dtype]
         total = (entry.end - entry.start) // dtype.itemsize
         whole = first == 0 and stop is None
         stop = total if stop is None else stop
-        buffer = torch.empty((stop - first) * dtype.itemsize, dtype=torch.uint8)
+        nbytes = (stop - first) * dtype.itemsize
+        buffer = torch.empty(nbytes, dtype=torch.uint8) if scratch is None else scratch[:nbytes]
         f = self._files.get(entry.file) or self._files.setdefault(entry.file, open(entry.file, "rb", buffering=0))
         f.seek(entry.start + first * dtype.itemsize)
         view, done = memoryview(buffer.numpy()), 0
@@ -147,12 +183,6 @@ class TensorReader:
             done += got
         tensor = buffer.view(dtype)
         return tensor.reshape(entry.shape) if whole else tensor
-
-
-def read_tensor(entry: TensorEntry) -> torch.Tensor:
-    """Read one whole tensor into a fresh CPU buffer, in its stored dtype."""
-    with TensorReader() as reader:
-        return reader.read(entry)
 
 
 @dataclass(frozen=True)
@@ -221,11 +251,3 @@ def write_shards(folder: Path, shards: Sequence[Sequence[OutputTensor]],
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
 
-
-def copy_side_files(source: Path, folder: Path, names: Iterable[str]) -> list[str]:
-    copied = []
-    for name in names:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, folder / name)
-            copied.append(name)
-    return copied

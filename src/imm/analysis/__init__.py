@@ -1,6 +1,6 @@
 """Layer analysis (METHOD.md §3): where self-improvement's updates land and which layers do the reasoning.
 
-    weights         a checkpoint's tensors streamed chunk by chunk from safetensors (sharded, tied embeddings)
+    weights         a checkpoint's tensors streamed chunk by chunk (via imm.tensor_files), tied embeddings
     updates         per-layer, per-module ‖Δ‖₂, relative change, step, cosine and merge pull-back
     importance      layer importance on a probe of verified solutions: ablation drop, gradient norm
     superficiality  Spearman(importance, update) and the update's share in the top-quarter critical layers

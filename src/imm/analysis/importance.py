@@ -19,6 +19,7 @@ import torch
 from imm.errors import UserError
 from imm.tasks.base import Problem, Task
 from imm.tasks.registry import get_task
+from imm.tensor_files import BLOCK_CONTAINERS
 
 KINDS = ("ablation", "gradient")
 PROBE_SPLIT = "test"
@@ -53,9 +54,10 @@ def probe_set(task_name: str, size: int) -> Probe:
 
 
 def decoder_blocks(model) -> torch.nn.ModuleList:
-    """The decoder blocks of a causal LM (Llama/Qwen/Mistral `model.layers`, GPT-2 style `h`)."""
+    """The decoder blocks of a causal LM (Llama/Qwen/Mistral `model.layers`, GPT-2 style `h`), found under the
+    attribute names whose tensors `imm.tensor_files.block_index` places in blocks, so both count blocks alike."""
     base = model.base_model
-    for name in ("layers", "h", "blocks"):
+    for name in BLOCK_CONTAINERS:
         blocks = getattr(base, name, None)
         if isinstance(blocks, torch.nn.ModuleList):
             return blocks

@@ -131,9 +131,3 @@ def _ratio(num: float, den: float) -> float | None:
 def _one_minus(value: float | None) -> float | None:
     return None if value is None else 1.0 - value
 
-
-def update_table(base: Path, model: Path) -> list[LayerRow]:
-    """layers.csv rows for any two compatible checkpoints (`imm analyze --base A --model B`)."""
-    names, groups = stream_stats(base, {"model": model})
-    return layer_rows(names, groups, "model")
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from imm.errors import UserError
-from imm.merging.checkpoint import Checkpoint
+from imm.tensor_files import Checkpoint
 
 _EMBEDDING_HINTS = ("embed", "lm_head", "wte", "word_embeddings", "output.weight")
 

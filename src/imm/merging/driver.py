@@ -13,26 +13,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 
-from imm.outputs import output_dir
-from imm.merging.checkpoint import (
-    DTYPES, TOKENIZER_FILES, Checkpoint, OutputTensor, TensorEntry, TensorReader, copy_side_files, plan_shards,
-    write_shards,
-)
 from imm.merging import sparsify as sp
 from imm.merging.compat import check_compatible
 from imm.merging.methods import TensorParams
 from imm.merging.parameters import depth
 from imm.merging.spec import MergeSpec
+from imm.outputs import output_dir
+from imm.tensor_files import (
+    DTYPES, Checkpoint, OutputTensor, TensorEntry, TensorReader, plan_shards, write_shards,
+)
 
 DEFAULT_SHARD_BYTES = 5 * 2**30
 STREAM_CHUNK = 1 << 20  # entries per streamed piece: 4 MiB per model in float32
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model",
+    "chat_template.jinja", "chat_template.json",
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ def plan_merge(spec: MergeSpec) -> MergePlan:
     models = [Checkpoint.open(m.path) for m in spec.models]
     reference = base or models[0]
     check_compatible(reference, models)
-    out_dtype = _TORCH_DTYPES.get(spec.output_dtype or "")
+    # spec.OUTPUT_DTYPES are torch's own names (float32, bfloat16, ...)
+    out_dtype = getattr(torch, spec.output_dtype) if spec.output_dtype else None
     num_layers = reference.num_layers or 1
     base_aware = spec.method_def.base == "required"  # linear takes the base as an ordinary input
     jobs = []
@@ -164,7 +169,13 @@ def _write_side_files(plan: MergePlan, folder: Path, seed: int) -> None:
         if dtype and key in config:
             config[key] = dtype
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    copy_side_files(plan.reference.path, folder, ["generation_config.json"])
-    copy_side_files(plan.spec.tokenizer_source or plan.reference.path, folder, TOKENIZER_FILES)
+    _copy_files(plan.reference.path, folder, ["generation_config.json"])
+    _copy_files(plan.spec.tokenizer_source or plan.reference.path, folder, TOKENIZER_FILES)
     header = f"# merged by `imm merge` with --seed {seed}\n"
     (folder / "merge_config.yml").write_text(header + plan.spec.to_yaml())
+
+
+def _copy_files(source: Path, folder: Path, names: Sequence[str]) -> None:
+    for name in names:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)

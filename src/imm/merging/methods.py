@@ -171,8 +171,7 @@ def _gta(sparsify: str | None, consensus: str | None, normalize: bool, rescale: 
         elementwise=sparsify in (None, "random"),
         base="required",
         per_model={"weight": _WEIGHT, "density": _DENSITY, **extra},
-        shared={"int8_mask": Param(False, bool), "normalize": Param(normalize, bool),
-                "rescale": Param(rescale, bool), "lambda": _LAMBDA},
+        shared={"normalize": Param(normalize, bool), "rescale": Param(rescale, bool), "lambda": _LAMBDA},
     )
 
 

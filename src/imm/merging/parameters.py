@@ -11,27 +11,18 @@ the next scope (per-model → top-level → the method's default).
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Mapping, Sequence
 
 from imm.errors import UserError
+from imm.tensor_files import block_index
 
 Scalar = bool | int | float
 Setting = Any  # Scalar | list[Scalar] | {filter, value} | list[{filter, value}], validated by check_setting
 
-# Decoder-block index inside a tensor name: model.layers.7.mlp..., transformer.h.7..., blocks.7...
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-
-
-def layer_index(tensor_name: str) -> int | None:
-    match = _LAYER_RE.search(tensor_name)
-    return int(match.group(1)) if match else None
-
-
 def depth(tensor_name: str, num_layers: int) -> float:
     """mergekit's t: layer l of L sits at l / (L - 1) (t = 1 for a single layer); embeddings,
     final norm and head sit at t = 0."""
-    index = layer_index(tensor_name)
+    index = block_index(tensor_name)
     if index is None:
         return 0.0
     return index / (num_layers - 1) if num_layers > 1 else 1.0

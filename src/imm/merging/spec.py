@@ -26,7 +26,7 @@ from imm.merging.methods import METHODS, REQUIRED, Method, Param, TensorParams
 from imm.merging.parameters import Setting, is_finite_number, resolve_first, setting_scalars
 
 TOP_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source")
-DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+OUTPUT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,8 @@ def _parameters_block(block: Any, where: str) -> Mapping[str, Setting]:
 
 def _dtype(raw: Mapping, key: str) -> str | None:
     value = raw.get(key)
-    if value is not None and value not in DTYPE_NAMES:
-        raise UserError(f"{key}: {value!r} is not supported; choose one of {', '.join(DTYPE_NAMES)}")
+    if value is not None and value not in OUTPUT_DTYPES:
+        raise UserError(f"{key}: {value!r} is not supported; choose one of {', '.join(OUTPUT_DTYPES)}")
     return value
 
 
