@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from imm.errors import UserError
@@ -85,16 +84,3 @@ def save_model(model, tokenizer, out_dir: str | Path, *, overwrite: bool = False
         write_checkpoint(model, tokenizer, tmp)
     return out_dir
 
-
-def architecture(path: str | Path) -> dict:
-    """The fields of config.json that two checkpoints must share to be merged or compared."""
-    config = json.loads((Path(resolve_model_path(path)) / "config.json").read_text())
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
-    return {k: config.get(k) for k in keys}
-
-
-def check_same_architecture(a: str | Path, b: str | Path) -> None:
-    arch_a, arch_b = architecture(a), architecture(b)
-    diff = [f"{k}: {arch_a[k]} vs {arch_b[k]}" for k in arch_a if arch_a[k] != arch_b[k]]
-    if diff:
-        raise UserError(f"checkpoints {a} and {b} have different architectures ({'; '.join(diff)}); use checkpoints of one model")
