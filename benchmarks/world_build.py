@@ -14,8 +14,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from imm.tasks.arith import FAMILIES
 from imm.world.build import BuildConfig, build
-from imm.world.families import FAMILIES
 
 
 def main() -> None:

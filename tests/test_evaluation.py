@@ -66,7 +66,7 @@ def tiny(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from imm.world.families import stream
+    from imm.tasks.arith import stream
     from imm.world.tokenizer import train_tokenizer
 
     corpus = [f"Question: {p.question}\nAnswer: {p.solution}" for p, _ in zip(stream("arith", "pretrain"), range(200))]

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
+from imm.tasks.arith import FAMILIES, IN_DOMAIN, SPLIT_SIZES, WorldTask, split_of, stream
 from imm.tasks.registry import get_task
 from imm.verify import check, steps_correct
-from imm.world.families import FAMILIES, IN_DOMAIN, SPLIT_SIZES, WorldTask, split_of, stream
 from imm.world.tokenizer import train_tokenizer
 
 

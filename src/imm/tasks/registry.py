@@ -9,6 +9,7 @@ from typing import Callable
 
 from imm.errors import UserError
 from imm.tasks.aqua import Aqua
+from imm.tasks.arith import FAMILIES, WorldTask
 from imm.tasks.asdiv import Asdiv
 from imm.tasks.base import Task
 from imm.tasks.competition_math import CompetitionMath, MinervaMath
@@ -18,7 +19,6 @@ from imm.tasks.mawps import Mawps, mawps_part
 from imm.tasks.mmlu_stem import MmluStem
 from imm.tasks.sat_math import SatMath
 from imm.tasks.svamp import Svamp
-from imm.world.families import FAMILIES, WorldTask
 
 # name -> factory(path or None) -> Task. Real data sets read PATH (or their hub id without one);
 # constructing a task checks the path but reads no data, so specs are validated before any model loads.

@@ -1,1 +1,1 @@
-"""The built-in default: seeded arithmetic task families and a tiny Llama that ships with the tool."""
+"""The built-in default's tiny Llama and tokenizer, trained on the arithmetic families of `imm.tasks.arith`."""

@@ -24,8 +24,8 @@ from imm.checkpoint import BUILTIN_DIR, pick_device, save_model, write_checkpoin
 from imm.errors import UserError
 from imm.finetune import TrainStats, collate, encode_example, sum_loss
 from imm.outputs import atomic_write_json, check_output_dir, output_dir
+from imm.tasks.arith import FAMILIES, IN_DOMAIN, stream
 from imm.tasks.registry import get_task
-from imm.world.families import FAMILIES, IN_DOMAIN, stream
 from imm.world.tokenizer import train_tokenizer
 
 

@@ -1,4 +1,4 @@
-"""Seeded arithmetic word-problem families: one in-domain, five out-of-domain.
+"""Seeded arithmetic word-problem families, the tasks of the built-in world: one in-domain, five out-of-domain.
 
 Every family needs the same skill (chains of small-number arithmetic written as `a op b = c`) but
 differs in what a model could merely memorise from the in-domain data:
