@@ -13,6 +13,8 @@ import pytest
 
 from imm.cli import main
 
+pytestmark = pytest.mark.slow  # every test here trains models: `pytest -m "not slow"` skips them
+
 SMOKE = ("model.threads=1",)
 
 
