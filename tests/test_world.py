@@ -57,7 +57,10 @@ def test_family_shapes():
 
 
 def test_split_is_a_function_of_the_text():
-    assert split_of("12 + 7 - 5 = ?") == split_of("12 + 7 - 5 = ?")
+    """The bucket is the first 4 bytes of sha256(text), big-endian, mod 100: 0-4 test, 5-19 train, else pretrain.
+    sha256("q72") starts 3ce7ae50 = 1021816400 -> 0; "q1": c75de8c1 = 3344820417 -> 17;
+    "12 + 7 - 5 = ?": 4a6aac36 = 1248504886 -> 86."""
+    assert [split_of(q) for q in ("q72", "q1", "12 + 7 - 5 = ?")] == ["test", "train", "pretrain"]
     shares = [split_of(f"q{i}") for i in range(20000)]
     assert abs(shares.count("test") / 20000 - 0.05) < 0.01
 
