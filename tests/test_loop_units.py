@@ -8,11 +8,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm.config import RunConfig, apply_override, from_dict, to_dict
 from imm.errors import UserError
-from imm.loop import merge_step, prepare_run_dir, select, stage_seed
+from imm.layout import RunLayout
+from imm.loop import prepare_run_dir, stage_seed
+from imm.merging.merge_back import merge_back
+from imm.sampling import Sample
+from imm.verify.training_set import select
 
 
 def row(qid, completion, correct=True, steps=True):
-    return {"id": qid, "prompt": f"Q{qid}", "completion": completion, "correct": correct, "steps_correct": steps}
+    return Sample(qid, 0, f"Q{qid}", completion, "2", None, correct, steps, 5, 0.1)
 
 
 SAMPLES = [
@@ -29,18 +33,18 @@ def cfg(**filter_fields) -> RunConfig:
 
 
 def test_filter_keeps_verified_and_deduplicates():
-    kept = select(cfg(), SAMPLES)
-    assert [(r["id"], r["response"]) for r in kept] == [
+    kept = select(cfg().filter, SAMPLES)
+    assert [(r.id, r.response) for r in kept] == [
         ("a", " 1 + 1 = 2. The answer is 2."), ("a", " 1 + 1 = 3. 3 - 1 = 2. The answer is 2."),
         ("b", " 2 + 2 = 4. The answer is 4.")]
-    assert kept[0]["prompt"] == "Qa"
+    assert kept[0].prompt == "Qa"
 
 
 def test_filter_options_dedup_cap_and_steps():
-    assert len(select(cfg(dedup=False), SAMPLES)) == 4
-    assert [r["id"] for r in select(cfg(max_per_question=1), SAMPLES)] == ["a", "b"]
-    assert len(select(cfg(check_steps=True), SAMPLES)) == 2
-    assert select(cfg(), [row("a", "x", correct=False)]) == []
+    assert len(select(cfg(dedup=False).filter, SAMPLES)) == 4
+    assert [r.id for r in select(cfg(max_per_question=1).filter, SAMPLES)] == ["a", "b"]
+    assert len(select(cfg(check_steps=True).filter, SAMPLES)) == 2
+    assert select(cfg().filter, [row("a", "x", correct=False)]) == []
 
 
 def test_config_rejects_unknown_keys_and_wrong_types_with_their_path():
@@ -79,13 +83,14 @@ def test_stage_seeds_differ_by_stage_and_iteration_not_by_arm():
 
 def test_a_run_folder_with_another_config_is_not_resumed(tmp_path):
     first = from_dict(RunConfig, {"out_dir": str(tmp_path), "name": "r"})
-    prepare_run_dir(first, restart=False)
-    prepare_run_dir(first, restart=False)  # same config: resumes
+    layout = RunLayout(first.run_dir)
+    prepare_run_dir(first, layout, restart=False)
+    prepare_run_dir(first, layout, restart=False)  # same config: resumes
     other = dataclasses.replace(first, seed=1)
-    with pytest.raises(UserError, match="another config"):
-        prepare_run_dir(other, restart=False)
+    with pytest.raises(UserError, match=r"other settings: seed \(0 -> 1\)"):
+        prepare_run_dir(other, layout, restart=False)
     (tmp_path / "r" / "arms").mkdir()
-    prepare_run_dir(other, restart=True)
+    prepare_run_dir(other, layout, restart=True)
     assert not (tmp_path / "r" / "arms").exists()
 
 
@@ -106,7 +111,7 @@ def test_merge_step_at_density_one_is_the_midpoint(tmp_path):
     base = _save_tiny(tmp_path / "base")
     _save_tiny(tmp_path / "ft", fill=0.2)
     c = from_dict(RunConfig, {"merge": {"method": "imm", "weight": 0.5, "density": 1.0}})
-    merge_step(c, tmp_path / "base", tmp_path / "ft", tmp_path / "merged", seed=3)
+    merge_back(tmp_path / "base", tmp_path / "ft", tmp_path / "merged", c.merge, seed=3)
     merged = LlamaForCausalLM.from_pretrained(tmp_path / "merged")
     for (name, p), q in zip(base.named_parameters(), merged.parameters()):
         assert torch.allclose(q, p + 0.1, atol=1e-6), name
@@ -117,10 +122,11 @@ def test_an_iteration_without_verified_samples_warns_and_records_it(tmp_path, ca
 
     from imm.layout import read_jsonl
     from imm.outputs import atomic_write_jsonl
-    from imm.loop import build_dataset
+    from imm.verify.training_set import build_training_set
 
     atomic_write_jsonl(tmp_path / "samples.jsonl", [row("a", "The answer is 5.", correct=False)])
-    message = build_dataset(cfg(), tmp_path)
+    message = build_training_set(cfg().filter, tmp_path / "samples.jsonl", tmp_path / "dataset.jsonl",
+                                 tmp_path / "dataset_stats.json")
     assert message.startswith("0/1 verified") and read_jsonl(tmp_path / "dataset.jsonl") == []
     assert "no verified sample" in json.loads((tmp_path / "dataset_stats.json").read_text())["warning"]
     assert "warning:" in capsys.readouterr().out

@@ -235,15 +235,17 @@ def test_imm_run_writes_only_into_new_folders_or_runs(tmp_path, capsys):
 
 def test_imm_run_restart_removes_only_a_run_folder(tmp_path, capsys):
     from imm.config import load_config
+    from imm.layout import RunLayout
     from imm.loop import prepare_run_dir
 
     cfg = load_config("smoke", (f"out_dir={tmp_path}", "name=r"))
-    prepare_run_dir(cfg, restart=False)
+    layout = RunLayout(cfg.run_dir)
+    prepare_run_dir(cfg, layout, restart=False)
     (cfg.run_dir / "arms").mkdir()
     (cfg.run_dir / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=r"holds entries no run writes \(notes.txt\)"):
-        prepare_run_dir(cfg, restart=True)
+        prepare_run_dir(cfg, layout, restart=True)
     assert (cfg.run_dir / "notes.txt").exists() and (cfg.run_dir / "arms").exists()
     os.remove(cfg.run_dir / "notes.txt")
-    prepare_run_dir(cfg, restart=True)
+    prepare_run_dir(cfg, layout, restart=True)
     assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["config.yaml"]

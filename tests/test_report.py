@@ -16,8 +16,19 @@ def rows(arith: float, vocab: float) -> list[SummaryRow]:
 
 
 def test_iteration_models_are_theta0_then_each_arms_theta_t():
-    assert iteration_models(rows(0.6, 0.7)) == [("imm", 0, "generator"), ("self_improve", 1, "finetuned"),
+    assert iteration_models(rows(0.6, 0.7)) == [("self_improve", 0, "generator"), ("self_improve", 1, "finetuned"),
                                                 ("imm", 1, "merged")]
+
+
+def test_distillation_arms_add_the_teacher_once_and_their_own_theta_t():
+    """distill does not merge (θ_t = F_t), distill_imm does (θ_t = merged); the teacher is a t = 0 row."""
+    extra = [SummaryRow(arm, 0, model, "arith", "id", "strict-match", 0.5, 300)
+             for arm in ("distill", "distill_imm") for model in ("generator", "teacher")]
+    extra += [SummaryRow(arm, 1, model, "arith", "id", "strict-match", 0.8, 300)
+              for arm in ("distill", "distill_imm") for model in ("finetuned", "merged") if (arm, model) != ("distill", "merged")]
+    assert iteration_models(rows(0.6, 0.7) + extra) == [
+        ("self_improve", 0, "generator"), ("distill", 0, "teacher"), ("self_improve", 1, "finetuned"),
+        ("imm", 1, "merged"), ("distill", 1, "finetuned"), ("distill_imm", 1, "merged")]
 
 
 def test_seeds_table_gives_mean_and_range():

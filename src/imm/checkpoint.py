@@ -1,6 +1,7 @@
 """Loading and saving Hugging Face checkpoints, with clear errors instead of tracebacks.
 
-"builtin" names the tiny base model that ships inside the package (imm/world/base)."""
+"builtin" names the tiny base model that ships inside the package (imm/world/base), and
+"builtin-teacher" the stronger world model beside it (imm/world/teacher)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from imm.outputs import output_dir
 
 BUILTIN = "builtin"
 BUILTIN_DIR = Path(__file__).resolve().parent / "world" / "base"
+BUILTIN_TEACHER = "builtin-teacher"
+TEACHER_DIR = Path(__file__).resolve().parent / "world" / "teacher"
 
 
 def resolve_model_path(path: str | Path) -> Path | str:
-    """A local folder as a Path; "builtin" as the shipped folder; anything else as a hub id string."""
-    if str(path) == BUILTIN:
-        if not (BUILTIN_DIR / "config.json").exists():
-            raise UserError("the built-in base model is missing from this install; run `imm world build` to rebuild it")
-        return BUILTIN_DIR
+    """A local folder as a Path; "builtin"/"builtin-teacher" as the shipped folders; else a hub id string."""
+    shipped = {BUILTIN: (BUILTIN_DIR, "imm world build"), BUILTIN_TEACHER: (TEACHER_DIR, "imm world build --teacher")}
+    if str(path) in shipped:
+        folder, command = shipped[str(path)]
+        if not (folder / "config.json").exists():
+            raise UserError(f"the {path} model is missing from this install; run `{command}` to rebuild it")
+        return folder
     local = Path(path).expanduser()
     if local.exists():
         if not (local / "config.json").exists():

@@ -4,6 +4,10 @@ One YAML file per experiment (`imm/configs/<name>.yaml` ships `default` and `smo
 `key=value` overrides on the command line, unknown keys rejected with their dotted path, and the
 resolved config written into every run folder. Every choice the paper leaves open is a named field
 here, read in exactly one place; comments mark [paper] and [ours] as METHOD.md does.
+
+Fields made with `run_option(...)` say how to run, not what is run (device, dtype, threads, batch
+sizes of generation): a run folder resumes under other run options, never under other experiment
+settings (`experiment_settings`).
 """
 
 from __future__ import annotations
@@ -17,19 +21,25 @@ from typing import Any, Union
 
 import yaml
 
+from imm.arms import ARMS, get_arm, needs_teacher
 from imm.errors import UserError
 from imm.finetune import FinetuneConfig
 
-ARMS = ("self_improve", "imm")
+
+def run_option(default: Any) -> Any:
+    """A field that changes how a run computes, not what it means: resuming under another value is allowed."""
+    return field(default=default, metadata={"run_option": True})
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     base: str = "builtin"  # θ0: a checkpoint folder, a hub id, or the shipped tiny model
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    threads: int = 0  # CPU threads for torch; 0 = torch's default (one per core)
+    teacher: str = "builtin-teacher"  # writes S_t in the distillation arms: any causal LM checkpoint [ours]
+    device: str = run_option("auto")  # auto | cpu | cuda[:N]
+    dtype: str = run_option("auto")  # auto | float32 | bfloat16 | float16
+    threads: int = run_option(0)  # CPU threads for torch; 0 = torch's default (one per core)
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class SampleConfig:
     temperature: float = 0.8  # [ours]
     top_p: float = 1.0
     max_new_tokens: int = 128
-    batch_size: int = 64  # sequences per generation batch
+    batch_size: int = run_option(64)  # sequences per generation batch
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,7 @@ class MergeConfig:
 class EvalConfig:
     limit: int = 500  # test problems per task (300 or more keeps the noise near ±3 points)
     max_new_tokens: int = 128
-    batch_size: int = 64
+    batch_size: int = run_option(64)
     diversity_k: int = 4  # samples per question for pass@k and the collapse metrics; 0 = off
     diversity_questions: int = 100  # in-domain test questions those samples are drawn for
     diversity_temperature: float = 0.8
@@ -87,7 +97,7 @@ class RunConfig:
     out_dir: str = "runs"
     seed: int = 0
     iterations: int = 3  # [paper code]
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = ("self_improve", "imm")  # names in imm.arms.ARMS
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SampleConfig = field(default_factory=SampleConfig)
@@ -141,6 +151,18 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
         if key not in names:
             raise UserError(f"unknown config key {prefix}{key}; known keys here: {', '.join(sorted(names))}")
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+
+
+def experiment_settings(cfg, prefix: str = "") -> dict:
+    """The settings that define what a run computes, flat by dotted key: every field but the run options
+    and the run folder's own name and place."""
+    found = {}
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), prefix + f.name
+        if f.metadata.get("run_option") or key in ("name", "out_dir"):
+            continue
+        found |= experiment_settings(value, key + ".") if dataclasses.is_dataclass(value) else {key: value}
+    return found
 
 
 def to_dict(cfg) -> dict:
@@ -206,7 +228,10 @@ def validate(cfg: RunConfig) -> None:
     from imm.tasks.registry import get_task
 
     _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
-    _require(bool(cfg.arms) and set(cfg.arms) <= set(ARMS), f"arms must be a non-empty subset of {list(ARMS)}, got {list(cfg.arms)}")
+    _require(bool(cfg.arms), f"arms must name at least one of {list(ARMS)}")
+    for arm in cfg.arms:
+        get_arm(arm)
+    _require(len(set(cfg.arms)) == len(cfg.arms), f"arms lists an arm twice: {list(cfg.arms)}; list each once")
     _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
     _require(cfg.sampling.k > 0, f"sampling.k must be positive, got {cfg.sampling.k}")
     _require(cfg.sampling.temperature >= 0, f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
@@ -220,3 +245,6 @@ def validate(cfg: RunConfig) -> None:
     for spec in (cfg.data.train_task, *cfg.data.id_tasks, *cfg.data.ood_tasks, cfg.analysis.probe_task):
         get_task(spec)
     resolve_model_path(cfg.model.base)
+    if needs_teacher(cfg.arms):
+        _require(bool(cfg.model.teacher), "a distillation arm needs model.teacher=PATH_OR_HUB_ID")
+        resolve_model_path(cfg.model.teacher)

@@ -143,3 +143,20 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
     model.eval()
     seconds = time.perf_counter() - t0
     return TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss, seconds)
+
+
+def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
+                        device: str = "auto") -> str:
+    """F_t = fine-tune(init, D_t): train a float32 copy of `init` on `examples` (records with `prompt` and
+    `response`) and save it to `out`; the stats are written first, since the checkpoint marks the stage done."""
+    from imm.checkpoint import load_model, save_model
+    from imm.outputs import atomic_write_json
+
+    model, tokenizer = load_model(init, device=device, dtype="float32")
+    if not examples:
+        save_model(model, tokenizer, out)
+        return "no verified sample: F_t is a copy of its init (warning recorded)"
+    stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed)
+    atomic_write_json(stats_out, stats)
+    save_model(model, tokenizer, out)
+    return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"

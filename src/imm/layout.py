@@ -1,41 +1,127 @@
-"""Run-folder layout: a stage is done exactly when its output exists (written atomically, imm.outputs).
+"""The run folder: one object owns every path in it, and a stage is done exactly when its output exists.
 
     runs/<name>/
       config.yaml                       resolved config, written before any work
       summary.csv                       arm,iteration,model,task,domain,metric,value,n
       timings.jsonl                     wall time of every stage that ran (a log)
-      iter_0/eval/generator.json        θ0's evaluation, shared by every arm
+      iter_0/eval/generator.json        θ0's evaluation, shared by every arm (+ teacher.json with a teacher)
       analysis_cache/                   layer importance of θ0, computed once
       arms/<arm>/iter_<t>/
-        samples.jsonl                   every sampled completion, with its verdict
-        dataset.jsonl                   the verified, filtered training set D_t (+ dataset_stats.json)
+        samples.jsonl                   S_t: every sampled completion, with its verdict
+        dataset.jsonl                   D_t: the verified, filtered training set (+ dataset_stats.json)
         finetuned/                      F_t  (Hugging Face checkpoint; + finetune_stats.json beside it)
-        merged/                         θ_t  (IMM arms only)
+        merged/                         θ_t  (merging arms only)
         eval/<model>.json               accuracy and diversity of one model (+ <model>.samples.jsonl)
         analysis/                       layer tables (imm analyze)
+
+Every file is written atomically (imm.outputs). The loop, the summary, the analysis and the report
+ask a `RunLayout` for paths; nothing else spells one.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
+GENERATOR, FINETUNED, MERGED = "generator", "finetuned", "merged"  # θ0 (iteration 0), F_t, θ_t
+TEACHER = "teacher"  # the distillation arms' teacher, evaluated at iteration 0 beside θ0
+MODELS = (FINETUNED, MERGED)
 
 # Every top-level entry a run folder may hold; `imm run --restart` removes a folder holding only these.
 RUN_ENTRIES = ("config.yaml", "summary.csv", "timings.jsonl", "iter_0", "arms", "analysis_cache")
 
 
-def foreign_entries(run_dir: Path) -> list[str]:
-    """Top-level names in `run_dir` that no run writes (temporaries of a killed run excluded)."""
-    from imm.outputs import is_temporary
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
 
-    return sorted(p.name for p in Path(run_dir).iterdir() if p.name not in RUN_ENTRIES and not is_temporary(p))
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.jsonl"
+
+    @property
+    def importance_cache(self) -> Path:
+        return self.root / "analysis_cache"
+
+    def reference_evaluation(self, model: str = GENERATOR) -> Path:
+        """Iteration 0, shared by every arm: θ0 (`generator`) and, with distillation arms, the teacher."""
+        return self.root / "iter_0" / "eval" / f"{model}.json"
+
+    def iteration(self, arm: str, t: int) -> Path:
+        return self.root / "arms" / arm / f"iter_{t}"
+
+    def samples(self, arm: str, t: int) -> Path:
+        return self.iteration(arm, t) / "samples.jsonl"
+
+    def dataset(self, arm: str, t: int) -> Path:
+        return self.iteration(arm, t) / "dataset.jsonl"
+
+    def dataset_stats(self, arm: str, t: int) -> Path:
+        return self.iteration(arm, t) / "dataset_stats.json"
+
+    def model(self, arm: str, t: int, name: str) -> Path:
+        """F_t (`finetuned`) or θ_t (`merged`) of an arm's iteration."""
+        return self.iteration(arm, t) / name
+
+    def finetuned(self, arm: str, t: int) -> Path:
+        return self.model(arm, t, FINETUNED)
+
+    def merged(self, arm: str, t: int) -> Path:
+        return self.model(arm, t, MERGED)
+
+    def finetune_stats(self, arm: str, t: int) -> Path:
+        return self.iteration(arm, t) / "finetune_stats.json"
+
+    def evaluation(self, arm: str, t: int, model: str) -> Path:
+        return self.iteration(arm, t) / "eval" / f"{model}.json"
+
+    def analysis(self, arm: str, t: int) -> Path:
+        return self.iteration(arm, t) / "analysis"
+
+    def theta(self, arm: str, t: int) -> Path:
+        """θ_t as written: merged/ where the arm merged, else finetuned/ (F_t)."""
+        return self.merged(arm, t) if self.merged(arm, t).exists() else self.finetuned(arm, t)
+
+    def stage_files(self, stage: str, arm: str, t: int) -> tuple[Path, ...]:
+        """What one stage writes, the output that marks it done last: what two arms share, they link."""
+        files = {
+            "sample": (self.samples(arm, t),),
+            "verify": (self.dataset_stats(arm, t), self.dataset(arm, t)),
+            "finetune": (self.finetune_stats(arm, t), self.finetuned(arm, t)),
+            "evaluate": (eval_samples(self.evaluation(arm, t, FINETUNED)), self.evaluation(arm, t, FINETUNED)),
+        }
+        return files[stage]
+
+    def trained_iterations(self) -> list[tuple[str, int]]:
+        """(arm, t) of every iteration with a fine-tuned model, arms by name and iterations in order."""
+        found = []
+        for arm in sorted(p for p in (self.root / "arms").iterdir() if p.is_dir()):
+            steps = sorted(int(m.group(1)) for p in arm.iterdir() if (m := re.fullmatch(r"iter_(\d+)", p.name)))
+            found += [(arm.name, t) for t in steps if self.finetuned(arm.name, t).exists()]
+        return found
+
+    def foreign_entries(self) -> list[str]:
+        """Top-level names that no run writes (temporaries of a killed run excluded)."""
+        from imm.outputs import is_temporary
+
+        return sorted(p.name for p in self.root.iterdir() if p.name not in RUN_ENTRIES and not is_temporary(p))
 
 
-def iter_dir(run_dir: Path, arm: str, iteration: int) -> Path:
-    return Path(run_dir) / "arms" / arm / f"iter_{iteration}"
+def eval_samples(evaluation: Path) -> Path:
+    """eval/<model>.samples.jsonl beside eval/<model>.json: the completions behind the figures."""
+    return evaluation.with_suffix(".samples.jsonl")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

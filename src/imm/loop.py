@@ -1,18 +1,21 @@
-"""`imm run`: self-improvement and Iterative Model Merging side by side (METHOD.md §2).
+"""`imm run`: self-improvement, distillation and Iterative Model Merging side by side (METHOD.md §2).
 
     imm run [--config NAME|PATH] [KEY=VALUE ...] [--restart]
 
     θ0 = original model; G = θ0
     for t = 1..T:
-        S_t = sample(G)                 K chain-of-thought answers per training question
+        S_t = sample(G or the teacher)  K chain-of-thought answers per training question
         D_t = verify(S_t)               keep the answers whose final answer checks out
         F_t = finetune(init, D_t)       init = G (paper code) or θ0
-        θ_t = θ0 + λ·M(F_t − θ0)        IMM arm only; the self_improve arm takes θ_t = F_t
+        θ_t = θ0 + λ·M(F_t − θ0)        merging arms; the others take θ_t = F_t
         G   = θ_t
         evaluate F_t and θ_t; analyse their layers
 
-Every stage writes its output atomically and is skipped when that output exists, so re-running
-the same command after an interruption continues where it stopped.
+Each arm (imm.arms) says where S_t comes from and whether it merges. This module only orchestrates:
+the stages live in their pipeline modules and every path in `RunLayout`. Every stage writes its
+output atomically and is skipped when that output exists, so re-running the same command after an
+interruption continues where it stopped. What two arms compute alike (same inputs, same seeds) is
+computed once and linked.
 """
 
 from __future__ import annotations
@@ -24,251 +27,211 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from imm import report
-from imm.checkpoint import load_model, resolve_model_path, save_model
-from imm.config import RunConfig, load_config, to_dict
+from imm.arms import Arm, NextGenerator, Source, get_arm, shared_stages
+from imm.checkpoint import resolve_model_path
+from imm.config import RunConfig, experiment_settings, from_dict, load_config, to_dict
 from imm.errors import UserError
-from imm.finetune import train
-from imm.layout import RUN_ENTRIES, foreign_entries, iter_dir, read_jsonl
-from imm.outputs import atomic_write_json, atomic_write_jsonl, atomic_write_text, is_temporary, remove_written
-from imm.sampling import generate
-from imm.tasks.registry import get_task
-from imm.verify import steps_correct
+from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout
+from imm.outputs import atomic_write_text, is_temporary, remove_written
 
 
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
-    """One seed per (run seed, iteration, stage), the same in every arm: arms differ only by the merge."""
+    """One seed per (run seed, iteration, stage), the same in every arm: arms differ only by their record."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{iteration}/{stage}".encode()).digest()[:4], "big")
 
 
-def log(arm: str, t: int, stage: str, message: str, started: float) -> None:
-    print(f"[{arm} t={t}] {stage:<9} {message} ({time.perf_counter() - started:.1f}s)", flush=True)
+@dataclass(frozen=True)
+class Stages:
+    """The loop's steps, each writing its output path (the last argument). `real_stages` binds the
+    pipeline modules to a run config; tests pass stand-ins to check the loop's wiring."""
+
+    sample: Callable[[Path, int, Path], str]  # (writer, seed, samples.jsonl)
+    verify: Callable[[Path, Path, Path], str]  # (samples.jsonl, dataset_stats.json, dataset.jsonl)
+    finetune: Callable[[Path, Path, int, Path, Path], str]  # (init, dataset.jsonl, seed, finetune_stats.json, F_t)
+    merge: Callable[[Path, Path, int, Path], str]  # (θ0, F_t, seed, θ_t)
+    evaluate: Callable[[Path, int, Path], str]  # (model, seed, eval/<model>.json)
+    analyse: Callable[[str, int], str]  # (arm, t): tables into the iteration's analysis/
 
 
-# --- sample → verify -------------------------------------------------------------------------
+def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
+    from imm.evaluation.suite import evaluate_on_run_tasks
+    from imm.finetune import finetune_checkpoint
+    from imm.merging.merge_back import merge_back
+    from imm.sampling import sample_questions
+    from imm.verify.training_set import build_training_set, read_training_set
 
-def sample(cfg: RunConfig, generator: Path, out: Path, seed: int) -> None:
-    """S_t: K completions per training question, each judged by the task's one checker."""
-    task = get_task(cfg.data.train_task)
-    problems = task.problems("train")[:cfg.data.train_questions]
-    if not problems:
-        raise UserError(f"task {cfg.data.train_task} has no training questions; pick another data.train_task")
-    model, tokenizer = load_model(generator, device=cfg.model.device, dtype=cfg.model.dtype)
-    s = cfg.sampling
-    prompts = [task.prompt(p) for p in problems]
-    completions = generate(model, tokenizer, prompts, k=s.k, temperature=s.temperature, top_p=s.top_p,
-                           max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, stop=task.stop, seed=seed,
-                           desc="sample")
-    flat = [(problem, prompt, j, c) for problem, prompt, group in zip(problems, prompts, completions)
-            for j, c in enumerate(group)]
-    verdicts = task.check_many([c.text for *_, c in flat], [problem for problem, *_ in flat])
-    rows = [{"id": problem.id, "sample": j, "prompt": prompt, "completion": c.text, "gold": problem.answer,
-             "extracted": v.extracted, "correct": v.correct, "steps_correct": steps_correct(c.text),
-             "num_tokens": c.num_tokens, "mean_entropy": c.mean_entropy}
-            for (problem, prompt, j, c), v in zip(flat, verdicts)]
-    atomic_write_jsonl(out, rows)
+    def analyse(arm: str, t: int) -> str:
+        from imm.analysis import analyze_iteration
 
+        a = cfg.analysis
+        analyze_iteration(layout.root, arm, t, base=base, probe_task=a.probe_task, probe_size=a.probe_size,
+                          importance=a.importance, max_new_tokens=cfg.eval.max_new_tokens, device=cfg.model.device)
+        return "layers.csv, importance.csv, superficiality.json"
 
-def select(cfg: RunConfig, samples: list[dict]) -> list[dict]:
-    """D_t: the verified samples, optionally de-duplicated, step-checked and capped per question."""
-    f, kept, per_question, seen = cfg.filter, [], {}, set()
-    for row in samples:
-        if not row["correct"] or (f.check_steps and not row["steps_correct"]):
-            continue
-        key = (row["id"], row["completion"].strip())
-        if f.dedup and key in seen:
-            continue
-        if f.max_per_question and per_question.get(row["id"], 0) >= f.max_per_question:
-            continue
-        seen.add(key)
-        per_question[row["id"]] = per_question.get(row["id"], 0) + 1
-        kept.append({"id": row["id"], "prompt": row["prompt"], "response": " " + row["completion"].strip()})
-    return kept
+    return Stages(
+        sample=lambda writer, seed, out: sample_questions(writer, cfg.data, cfg.sampling, cfg.model, seed, out),
+        verify=lambda samples, stats, out: build_training_set(cfg.filter, samples, out, stats),
+        finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
+            init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device),
+        merge=lambda theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge, seed),
+        evaluate=lambda model, seed, out: evaluate_on_run_tasks(model, cfg.data, cfg.eval, cfg.model, seed, out),
+        analyse=analyse,
+    )
 
 
-# --- fine-tune → merge -----------------------------------------------------------------------
+# --- one stage -------------------------------------------------------------------------------
 
-def finetune(cfg: RunConfig, init: Path, dataset: list[dict], out: Path, seed: int) -> str:
-    model, tokenizer = load_model(init, device=cfg.model.device, dtype="float32")
-    if not dataset:
-        save_model(model, tokenizer, out)
-        return "no verified sample: F_t is a copy of its init (warning recorded)"
-    stats = train(model, tokenizer, [(r["prompt"], r["response"]) for r in dataset], cfg.finetune, seed=seed)
-    atomic_write_json(out.parent / "finetune_stats.json", stats)  # before the checkpoint, which marks done
-    save_model(model, tokenizer, out)
-    return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"
+@dataclass(frozen=True)
+class Step:
+    """Runs the stages of one arm's iteration: skips what is done, links what another arm computed alike."""
+
+    cfg: RunConfig
+    layout: RunLayout
+    arm: Arm | None  # None for the reference models of iteration 0
+    t: int
+
+    def __call__(self, name: str, work: Callable[[], str], output: Path, shared: str | None = None) -> None:
+        who = self.arm.name if self.arm else "reference"
+        tag = f"[{who} t={self.t}] {name:<9}"
+        if output.exists():
+            print(f"{tag} done before, kept ({output.name})", flush=True)
+            return
+        if shared and (other := self._computed_by_another_arm(shared)):
+            for src, dst in zip(self.layout.stage_files(shared, other, self.t),
+                                self.layout.stage_files(shared, self.arm.name, self.t)):
+                link(src, dst)
+            print(f"{tag} shared with {other} (same inputs and seeds)", flush=True)
+            return
+        started = time.perf_counter()
+        message = work() or ""
+        seconds = time.perf_counter() - started
+        print(f"{tag} {message} ({seconds:.1f}s)", flush=True)
+        with open(self.layout.timings, "a") as f:
+            f.write(json.dumps({"arm": who, "iteration": self.t, "stage": name,
+                                "seconds": round(seconds, 3)}) + "\n")
+
+    def _computed_by_another_arm(self, stage: str) -> str | None:
+        for other in self.cfg.arms:
+            if other != self.arm.name and stage in shared_stages(self.arm, get_arm(other), self.t,
+                                                                 self.cfg.finetune.init_from == "base"):
+                if self.layout.stage_files(stage, other, self.t)[-1].exists():
+                    return other
+        return None
 
 
-def merge_step(cfg: RunConfig, base: Path, finetuned: Path, out: Path, seed: int) -> str:
-    """θ_t = θ0 + λ·M(F_t − θ0), anchored at the original θ0 [paper]."""
-    from imm.merging import MergeSpec, merge
-
-    spec = MergeSpec.from_dict({
-        "merge_method": cfg.merge.method, "base_model": str(base), "dtype": "float32",
-        "models": [{"model": str(finetuned), "parameters": {"weight": cfg.merge.weight, "density": cfg.merge.density}}],
-    })
-    merge(spec, out, seed=seed)
-    return f"{cfg.merge.method}, weight {cfg.merge.weight}, density {cfg.merge.density}"
-
-
-# --- evaluate --------------------------------------------------------------------------------
-
-def evaluate_model(cfg: RunConfig, model_dir: Path, out: Path, seed: int) -> None:
-    """Greedy accuracy on every ID and OOD task; pass@k and collapse metrics on ID test questions."""
-    from imm.evaluation import evaluate
-
-    model, tokenizer = load_model(model_dir, device=cfg.model.device, dtype=cfg.model.dtype)
-    e, results, rows = cfg.eval, {}, []
-    for domain, names in (("id", cfg.data.id_tasks), ("ood", cfg.data.ood_tasks)):
-        for name in names:
-            task = get_task(name)
-            problems = task.problems("test")[:e.limit]
-            r = evaluate(model, tokenizer, task, problems, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=seed)
-            results[task.name] = {"domain": domain, "n": r.n, "metrics": r.metrics}
-            rows += r.rows
-    if e.diversity_k:
-        task = get_task(cfg.data.id_tasks[0])
-        problems = task.problems("test")[:e.diversity_questions]
-        r = evaluate(model, tokenizer, task, problems, k=e.diversity_k, temperature=e.diversity_temperature,
-                     max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=seed)
-        results[f"{task.name}@diversity"] = {"domain": "id", "n": r.n, "metrics": r.metrics}
-    atomic_write_jsonl(out.with_suffix(".samples.jsonl"), rows)
-    atomic_write_json(out, results)
+def link(src: Path, dst: Path) -> None:
+    """Hard-link `src` (a file or a folder's files) to `dst`, appearing whole or not at all."""
+    if dst.exists() or not src.exists():
+        return
+    tmp = dst.with_name(f".{dst.name}.tmp-link")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_written(tmp)
+    shutil.copytree(src, tmp, copy_function=os.link) if src.is_dir() else os.link(src, tmp)
+    os.replace(tmp, dst)
 
 
 # --- the loop --------------------------------------------------------------------------------
 
-def stage(output: Path, name: str, work, *, arm: str, t: int, run_dir: Path) -> None:
-    """Run `work` unless `output` exists: a stage is done exactly when its output is there.
-    Each stage that runs appends its wall time to run_dir/timings.jsonl (a log, not a result)."""
-    if output.exists():
-        print(f"[{arm} t={t}] {name:<9} done before, kept ({output.name})", flush=True)
-        return
-    started = time.perf_counter()
-    log(arm, t, name, work() or "", started)
-    with open(run_dir / "timings.jsonl", "a") as f:
-        f.write(json.dumps({"arm": arm, "iteration": t, "stage": name, "seconds": round(time.perf_counter() - started, 3)}) + "\n")
-
-
-def share_first_iteration(cfg: RunConfig, arm: str) -> None:
-    """At t = 1 every arm samples from θ0 with the same seeds, so S_1, D_1 and F_1 are identical:
-    link them from an arm that already has them instead of computing them again."""
-    mine = iter_dir(cfg.run_dir, arm, 1)
-    for other in cfg.arms:
-        theirs = iter_dir(cfg.run_dir, other, 1)
-        if other == arm or not (theirs / "eval" / "finetuned.json").exists():
-            continue
-        for name in ("samples.jsonl", "dataset.jsonl", "dataset_stats.json", "finetune_stats.json", "finetuned",
-                     "eval/finetuned.json", "eval/finetuned.samples.jsonl"):
-            src, dst = theirs / name, mine / name
-            if src.exists() and not dst.exists():
-                tmp = dst.with_name(f".{dst.name}.tmp-link")
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                remove_written(tmp)
-                shutil.copytree(src, tmp, copy_function=os.link) if src.is_dir() else os.link(src, tmp)
-                os.replace(tmp, dst)
-        return
-
-
-def build_dataset(cfg: RunConfig, d: Path) -> str:
-    samples = read_jsonl(d / "samples.jsonl")
-    dataset = select(cfg, samples)
-    stats = {"samples": len(samples), "correct": sum(r["correct"] for r in samples),
-             "questions_solved": len({r["id"] for r in samples if r["correct"]}), "kept": len(dataset)}
-    if not dataset:
-        stats["warning"] = "no verified sample in this iteration; F_t is a copy of its init"
-        print(f"warning: {d}: no verified sample; continuing with F_t = init", flush=True)
-    atomic_write_json(d / "dataset_stats.json", stats)
-    atomic_write_jsonl(d / "dataset.jsonl", dataset)
-    return f"{stats['correct']}/{stats['samples']} verified, {stats['questions_solved']} questions solved, {len(dataset)} kept"
-
-
-def run_arm(cfg: RunConfig, arm: str, base: Path) -> None:
+def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: Path, teacher: Path | None) -> None:
     generator = base  # G
     for t in range(1, cfg.iterations + 1):
-        d = iter_dir(cfg.run_dir, arm, t)
-        seed = functools.partial(stage_seed, cfg.seed, t)
-        step = functools.partial(stage, arm=arm, t=t, run_dir=cfg.run_dir)
-        if t == 1:
-            share_first_iteration(cfg, arm)
-        step(d / "samples.jsonl", "sample", lambda: sample(cfg, generator, d / "samples.jsonl", seed("sample")))
-        step(d / "dataset.jsonl", "verify", lambda: build_dataset(cfg, d))
+        a, seed, step = arm.name, functools.partial(stage_seed, cfg.seed, t), Step(cfg, layout, arm, t)
+        writer = teacher if arm.samples_from is Source.TEACHER else generator
+        step("sample", lambda: stages.sample(writer, seed("sample"), layout.samples(a, t)),
+             layout.samples(a, t), shared="sample")  # S_t
+        step("verify", lambda: stages.verify(layout.samples(a, t), layout.dataset_stats(a, t), layout.dataset(a, t)),
+             layout.dataset(a, t), shared="verify")  # D_t
         init = generator if cfg.finetune.init_from == "generator" else base
-        step(d / "finetuned", "finetune",
-             lambda: finetune(cfg, init, read_jsonl(d / "dataset.jsonl"), d / "finetuned", seed("finetune")))
-        models = {"finetuned": d / "finetuned"}  # F_t
-        if arm == "imm":
-            step(d / "merged", "merge", lambda: merge_step(cfg, base, d / "finetuned", d / "merged", seed("merge")))
-            models["merged"] = d / "merged"  # θ_t
-        for name, path in models.items():
-            out = d / "eval" / f"{name}.json"
-            step(out, "evaluate", lambda: evaluate_model(cfg, path, out, seed("eval")))
+        step("finetune", lambda: stages.finetune(init, layout.dataset(a, t), seed("finetune"), layout.finetune_stats(a, t),
+                                                 layout.finetuned(a, t)), layout.finetuned(a, t), shared="finetune")  # F_t
+        models = [FINETUNED]
+        if arm.merges:
+            step("merge", lambda: stages.merge(base, layout.finetuned(a, t), seed("merge"), layout.merged(a, t)),
+                 layout.merged(a, t))  # θ_t
+            models.append(MERGED)
+        for model in models:
+            out = layout.evaluation(a, t, model)
+            step("evaluate", lambda: stages.evaluate(layout.model(a, t, model), seed("eval"), out), out,
+                 shared="evaluate" if model == FINETUNED else None)
         if cfg.analysis.enabled:
-            step(d / "analysis", "analyse", lambda: analyse(cfg, arm, t, base))
-        generator = models.get("merged", models["finetuned"])
+            step("analyse", lambda: stages.analyse(a, t), layout.analysis(a, t))
+        generator = layout.model(a, t, MERGED if arm.merges and arm.next_generator is NextGenerator.THETA else FINETUNED)
 
 
-def analyse(cfg: RunConfig, arm: str, t: int, base: Path) -> str:
-    from imm.analysis import analyze_iteration
-
-    a = cfg.analysis
-    analyze_iteration(cfg.run_dir, arm, t, base=base, probe_task=a.probe_task, probe_size=a.probe_size,
-                      importance=a.importance, max_new_tokens=cfg.eval.max_new_tokens, device=cfg.model.device)
-    return "layers.csv, importance.csv, superficiality.json"
-
-
-def check_run_dir(run_dir: Path, restart: bool) -> None:
-    """A run writes only into a new folder or one that holds an imm run; --restart deletes only such a run."""
-    if run_dir.is_symlink() and restart:
-        raise UserError(f"{run_dir} is a symbolic link; --restart deletes only a run folder itself: remove the link yourself")
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is a file, not a run folder; choose another name=... or out_dir=...")
-    if any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} exists and holds no imm run (no config.yaml); imm writes runs only into new "
-                        f"folders: choose another name=... or out_dir=...")
-    if restart and (foreign := foreign_entries(run_dir)):
-        raise UserError(f"{run_dir} holds entries no run writes ({', '.join(foreign[:3])}); --restart deletes only "
-                        f"a run folder: move them away first")
-
-
-def prepare_run_dir(cfg: RunConfig, restart: bool) -> None:
-    """Write the resolved config before any work; refuse to resume a folder made with another one."""
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    saved = cfg.run_dir / "config.yaml"
-    check_run_dir(cfg.run_dir, restart)
-    if restart and cfg.run_dir.exists():
-        remove_written(cfg.run_dir, run_entries=RUN_ENTRIES)
-    if saved.exists() and saved.read_text() != text:
-        raise UserError(f"{cfg.run_dir} holds a run with another config; resume it with the same settings, "
-                        f"pass --restart to start over, or choose another name=...")
-    atomic_write_text(saved, text)
-    for leftover in [p for p in cfg.run_dir.rglob(".*") if is_temporary(p)]:
-        remove_written(leftover)  # from a killed run
-
-
-def run_loop(cfg: RunConfig, restart: bool = False) -> Path:
-    prepare_run_dir(cfg, restart)
-    base = Path(resolve_model_path(cfg.model.base))
+def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None) -> Path:
+    layout = RunLayout(cfg.run_dir)
+    prepare_run_dir(cfg, layout, restart)
+    base = resolve_model_path(cfg.model.base)
+    arms = [get_arm(name) for name in cfg.arms]
+    teacher = resolve_model_path(cfg.model.teacher) if any(a.samples_from is Source.TEACHER for a in arms) else None
+    stages = stages or real_stages(cfg, layout, base)
     started = time.perf_counter()
-    out = cfg.run_dir / "iter_0" / "eval" / "generator.json"
-    stage(out, "evaluate", lambda: evaluate_model(cfg, base, out, stage_seed(cfg.seed, 0, "eval")),
-          arm="base", t=0, run_dir=cfg.run_dir)
-    for arm in cfg.arms:
-        run_arm(cfg, arm, base)
+    references = {GENERATOR: base, **({TEACHER: teacher} if teacher is not None else {})}
+    for name, model in references.items():  # θ0 (and the teacher): iteration 0 of every arm
+        out = layout.reference_evaluation(name)
+        Step(cfg, layout, None, 0)("evaluate", lambda: stages.evaluate(model, stage_seed(cfg.seed, 0, "eval"), out), out)
+    for arm in arms:
+        run_arm(cfg, layout, arm, stages, base, teacher)
     rows = report.write_summary(cfg)
     print(report.format_table(rows, cfg))
     print(f"run folder: {cfg.run_dir}  ({time.perf_counter() - started:.0f}s)")
     return cfg.run_dir
 
 
+# --- the run folder --------------------------------------------------------------------------
+
+def check_run_dir(layout: RunLayout, restart: bool) -> None:
+    """A run writes only into a new folder or one that holds an imm run; --restart deletes only such a run."""
+    run_dir = layout.root
+    if run_dir.is_symlink() and restart:
+        raise UserError(f"{run_dir} is a symbolic link; --restart deletes only a run folder itself: remove the link yourself")
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run folder; choose another name=... or out_dir=...")
+    if any(run_dir.iterdir()) and not layout.config.is_file():
+        raise UserError(f"{run_dir} exists and holds no imm run (no config.yaml); imm writes runs only into new "
+                        f"folders: choose another name=... or out_dir=...")
+    if restart and (foreign := layout.foreign_entries()):
+        raise UserError(f"{run_dir} holds entries no run writes ({', '.join(foreign[:3])}); --restart deletes only "
+                        f"a run folder: move them away first")
+
+
+def check_resumable(cfg: RunConfig, layout: RunLayout) -> None:
+    """Resume only the same experiment: run options (device, dtype, threads, batch sizes) may change."""
+    try:
+        saved = from_dict(RunConfig, yaml.safe_load(layout.config.read_text()) or {})
+    except (UserError, yaml.YAMLError, TypeError):
+        saved = None
+    old, new = (experiment_settings(saved) if saved else {}), experiment_settings(cfg)
+    changed = sorted(k for k in new if old.get(k, object()) != new[k])
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k, '?')} -> {new[k]})" for k in changed[:3])
+        raise UserError(f"{cfg.run_dir} holds a run with other settings: {shown}; resume it with the same settings, "
+                        f"pass --restart to start over, or choose another name=...")
+
+
+def prepare_run_dir(cfg: RunConfig, layout: RunLayout, restart: bool) -> None:
+    """Write the resolved config before any work; refuse to resume a folder made for another experiment."""
+    check_run_dir(layout, restart)
+    if restart and layout.root.exists():
+        remove_written(layout.root, run_entries=RUN_ENTRIES)
+    if layout.config.exists():
+        check_resumable(cfg, layout)
+    atomic_write_text(layout.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    for leftover in [p for p in layout.root.rglob(".*") if is_temporary(p)]:
+        remove_written(leftover)  # from a killed run
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="default", help="a shipped config (default, smoke) or a YAML path")
+    parser.add_argument("--config", default="default", help="a shipped config (default, smoke, aggressive) or a YAML path")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. sampling.k=8")
     parser.add_argument("--restart", action="store_true", help="delete the run folder (only an imm run) and start over")
 

@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from imm.arms import ARMS, Source, get_arm
 from imm.config import RunConfig
-from imm.layout import iter_dir
+from imm.layout import FINETUNED, GENERATOR, MERGED, MODELS, TEACHER, RunLayout
 from imm.outputs import atomic_write_text
 
 HEADER = ("arm", "iteration", "model", "task", "domain", "metric", "value", "n")
@@ -20,7 +21,7 @@ HEADER = ("arm", "iteration", "model", "task", "domain", "metric", "value", "n")
 class SummaryRow:
     arm: str
     iteration: int
-    model: str  # generator (θ0 at iteration 0) | finetuned (F_t) | merged (θ_t)
+    model: str  # generator (θ0) or teacher at iteration 0 | finetuned (F_t) | merged (θ_t)
     task: str
     domain: str  # id | ood
     metric: str
@@ -35,13 +36,15 @@ def _rows_of(path: Path, arm: str, t: int, model: str) -> list[SummaryRow]:
 
 
 def collect(cfg: RunConfig) -> list[SummaryRow]:
-    base = cfg.run_dir / "iter_0" / "eval" / "generator.json"
-    rows = []
+    layout, rows = RunLayout(cfg.run_dir), []
     for arm in cfg.arms:
-        rows += _rows_of(base, arm, 0, "generator") if base.exists() else []
+        references = (GENERATOR, TEACHER) if get_arm(arm).samples_from is Source.TEACHER else (GENERATOR,)
+        for model in references:
+            path = layout.reference_evaluation(model)
+            rows += _rows_of(path, arm, 0, model) if path.exists() else []
         for t in range(1, cfg.iterations + 1):
-            for model in ("finetuned", "merged"):
-                path = iter_dir(cfg.run_dir, arm, t) / "eval" / f"{model}.json"
+            for model in MODELS:
+                path = layout.evaluation(arm, t, model)
                 rows += _rows_of(path, arm, t, model) if path.exists() else []
     return rows
 
@@ -52,7 +55,7 @@ def write_summary(cfg: RunConfig) -> list[SummaryRow]:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(HEADER)
     writer.writerows((r.arm, r.iteration, r.model, r.task, r.domain, r.metric, f"{r.value:.6g}", r.n) for r in rows)
-    atomic_write_text(cfg.run_dir / "summary.csv", buf.getvalue())
+    atomic_write_text(RunLayout(cfg.run_dir).summary, buf.getvalue())
     return rows
 
 
@@ -60,7 +63,7 @@ def format_table(rows: list[SummaryRow], cfg: RunConfig, metric: str = "strict-m
     """One line per arm, iteration and model: ID accuracy, mean OOD accuracy, then each task."""
     tasks = [spec.partition("=")[0] for spec in (*cfg.data.id_tasks, *cfg.data.ood_tasks)]  # NAME=PATH -> NAME
     acc = {(r.arm, r.iteration, r.model, r.task): r.value for r in rows if r.metric == metric}
-    keys = sorted({k[:3] for k in acc}, key=lambda k: (cfg.arms.index(k[0]), k[1], k[2] != "generator", k[2]))
+    keys = sorted({k[:3] for k in acc}, key=lambda k: (cfg.arms.index(k[0]), k[1], k[2] != GENERATOR, k[2]))
     head = f"{'arm':<13}{'t':>2} {'model':<10}{'ID':>7}{'OOD':>7} | " + " ".join(f"{t[:12]:>12}" for t in tasks)
     lines = [f"{metric} accuracy (%)", head, "-" * len(head)]
     for arm, t, model in keys:
@@ -97,11 +100,14 @@ class Column:
 
 
 def iteration_models(rows: list[SummaryRow]) -> list[tuple[str, int, str]]:
-    """Each arm's θ_t: θ0 once, then F_t for self_improve and the merged θ_t for imm."""
+    """Each arm's θ_t: θ0 (and the teacher) once, then F_t where the arm does not merge, else the merged θ_t."""
     keys = {(r.arm, r.iteration, r.model) for r in rows}
-    chosen = [k for k in keys if (k[1] == 0 and k[0] == min(a for a, _, _ in keys))
-              or (k[1] > 0 and k[2] == ("merged" if k[0] == "imm" else "finetuned"))]
-    return sorted(chosen, key=lambda k: (k[1] > 0, k[0] != "self_improve", k[1]))
+    order = list(ARMS)
+    first = {model: min((a for a, t, m in keys if t == 0 and m == model), key=order.index, default=None)
+             for model in (GENERATOR, TEACHER)}
+    chosen = [k for k in keys if (k[1] == 0 and first[k[2]] == k[0])
+              or (k[1] > 0 and k[2] == (MERGED if ARMS[k[0]].merges else FINETUNED))]
+    return sorted(chosen, key=lambda k: (k[1] > 0, k[2] != GENERATOR, order.index(k[0]), k[1]))
 
 
 def seeds_table(runs: list[list[SummaryRow]], columns: list[Column]) -> str:
@@ -114,7 +120,8 @@ def seeds_table(runs: list[list[SummaryRow]], columns: list[Column]) -> str:
              "|---|---|---|" + "---|" * len(columns)]
     for arm, t, model in iteration_models(runs[0]):
         cells = [_spread(values.get((arm, t, model, c.task, c.metric), []), c.scale, c.digits) for c in columns]
-        lines.append(f"| {'θ0' if t == 0 else arm} | {t} | {model} | " + " | ".join(cells) + " |")
+        name = {GENERATOR: "θ0", TEACHER: "teacher"}.get(model, arm) if t == 0 else arm
+        lines.append(f"| {name} | {t} | {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,8 @@
 """Sampling: K chain-of-thought completions per prompt from the generator (METHOD.md §2, S_t).
 
+`sample_questions` is the loop's sampling stage: S_t as `Sample` records, each judged by the task's
+one checker, written to samples.jsonl. `generate` is the batched generator under it (and evaluation's).
+
 Batched Hugging Face generation with a KV cache and left padding. Prompts are sorted by length so
 a batch carries little padding, and every batch draws from its own seeded generator state, so a
 resumed run samples exactly what an uninterrupted one would have.
@@ -8,12 +11,16 @@ resumed run samples exactly what an uninterrupted one would have.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from imm.tasks.base import STOP_STRINGS
+
+if TYPE_CHECKING:
+    from imm.config import DataConfig, ModelConfig, SampleConfig
 
 
 @dataclass(frozen=True)
@@ -84,3 +91,52 @@ def generate(
         bar.update(len(idx))
     bar.close()
     return results
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion of S_t and its verdict; a line of samples.jsonl."""
+
+    id: str  # the question's id in its task
+    sample: int  # 0..K-1 for this question
+    prompt: str
+    completion: str
+    gold: str
+    extracted: str | None
+    correct: bool  # the task's one checker (imm.verify), as in evaluation
+    steps_correct: bool  # every written step `a op b = c` is right
+    num_tokens: int
+    mean_entropy: float
+
+
+def sample_questions(model_path: Path, data: "DataConfig", s: "SampleConfig", m: "ModelConfig", seed: int,
+                     out: Path) -> str:
+    """S_t: K completions of every training question by the model at `model_path`, judged, written to `out`."""
+    from imm.checkpoint import load_model
+    from imm.errors import UserError
+    from imm.outputs import atomic_write_jsonl
+    from imm.tasks.registry import get_task
+    from imm.verify import steps_correct
+
+    task = get_task(data.train_task)
+    problems = task.problems("train")[:data.train_questions]
+    if not problems:
+        raise UserError(f"task {data.train_task} has no training questions; pick another data.train_task")
+    model, tokenizer = load_model(model_path, device=m.device, dtype=m.dtype)
+    prompts = [task.prompt(p) for p in problems]
+    groups = generate(model, tokenizer, prompts, k=s.k, temperature=s.temperature, top_p=s.top_p,
+                      max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, stop=task.stop, seed=seed,
+                      desc="sample")
+    flat = [(problem, prompt, j, c) for problem, prompt, group in zip(problems, prompts, groups)
+            for j, c in enumerate(group)]
+    verdicts = task.check_many([c.text for *_, c in flat], [problem for problem, *_ in flat])
+    samples = [Sample(problem.id, j, prompt, c.text, problem.answer, v.extracted, v.correct, steps_correct(c.text),
+                      c.num_tokens, c.mean_entropy) for (problem, prompt, j, c), v in zip(flat, verdicts)]
+    atomic_write_jsonl(out, samples)
+    return f"{len(samples)} samples of {len(problems)} questions"
+
+
+def read_samples(path: Path) -> list[Sample]:
+    from imm.layout import read_jsonl
+
+    return [Sample(**row) for row in read_jsonl(path)]

@@ -72,7 +72,7 @@ def _run_mode(args: argparse.Namespace, given: dict) -> int:
     from imm.analysis.run_folder import analyze_iteration, run_iterations, run_settings
     from imm.analysis.superficiality import Superficiality
     from imm.analysis.tables import SUPERFICIALITY_JSON, format_figures
-    from imm.layout import iter_dir
+    from imm.layout import RunLayout
 
     s = {**DEFAULTS, **run_settings(args.run_dir), **given}
     check_kinds(s["importance"])
@@ -82,7 +82,7 @@ def _run_mode(args: argparse.Namespace, given: dict) -> int:
     for arm, t in todo:
         analyze_iteration(args.run_dir, arm, t, base=s["base"], probe_task=s["probe_task"], probe_size=s["probe_size"],
                           importance=s["importance"], max_new_tokens=args.max_new_tokens, device=s["device"])
-        saved = json.loads((iter_dir(args.run_dir, arm, t) / "analysis" / SUPERFICIALITY_JSON).read_text())
+        saved = json.loads((RunLayout(args.run_dir).analysis(arm, t) / SUPERFICIALITY_JSON).read_text())
         found = [Superficiality(**{**f, "critical": tuple(f["critical"])}) for f in saved["figures"]]
         print(format_figures(found, label=f"{arm:<14} iter {t}  ") or f"{arm} iter {t}: layers.csv only")
     return 0

@@ -1,14 +1,13 @@
 """Layer analysis of a run folder (every arm and iteration) or of any two checkpoints.
 
 For iteration t of an arm the checkpoints are θ0 (the run's base), F_t (`finetuned/`), θ_t (`merged/`,
-merging arms only; for `self_improve` θ_t = F_t) and θ_{t−1} (the previous iteration's model; θ0 at
+merging arms only; elsewhere θ_t = F_t) and θ_{t−1} (the previous iteration's model; θ0 at
 t = 1). Outputs go to arms/<arm>/iter_<t>/analysis/, which appears whole or not at all; an iteration
 whose analysis/ exists is skipped. θ0's importance is measured once and cached in analysis_cache/.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -19,12 +18,12 @@ from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
 from imm.analysis.updates import layer_rows, stream_stats
 from imm.errors import UserError
-from imm.layout import iter_dir
+from imm.layout import FINETUNED, MERGED, RunLayout
 from imm.outputs import check_output_dir, output_dir
 
-CACHE_DIR = "analysis_cache"
+CACHE_DIR = "analysis_cache"  # beside the tables of `imm analyze --base A --model B --out DIR`
 ANALYSIS = "analysis"  # the kind of output these tables are (imm.outputs)
-FINETUNED, MERGED, PREVIOUS = "finetuned", "merged", "previous"
+PREVIOUS = "previous"
 
 
 def base_folder(base: str | Path) -> Path:
@@ -44,21 +43,15 @@ def check_request(importance: Sequence[str], probe_task: str, probe_size: int) -
         probe_set(probe_task, probe_size)
 
 
-def iteration_model(run_dir: Path, arm: str, iteration: int) -> Path:
-    """θ_t of an arm: merged/ where the arm merges, else finetuned/ (F_t)."""
-    folder = iter_dir(run_dir, arm, iteration)
-    return folder / MERGED if (folder / MERGED).exists() else folder / FINETUNED
-
-
-def iteration_checkpoints(run_dir: Path, arm: str, iteration: int) -> dict[str, Path]:
-    folder = iter_dir(run_dir, arm, iteration)
-    if not (folder / FINETUNED).exists():
-        raise UserError(f"{folder / FINETUNED} does not exist; analyse iteration {iteration} after it has trained")
-    found = {FINETUNED: folder / FINETUNED}
-    if (folder / MERGED).exists():
-        found[MERGED] = folder / MERGED
+def iteration_checkpoints(layout: RunLayout, arm: str, iteration: int) -> dict[str, Path]:
+    if not layout.finetuned(arm, iteration).exists():
+        raise UserError(f"{layout.finetuned(arm, iteration)} does not exist; analyse iteration {iteration} after it "
+                        f"has trained")
+    found = {FINETUNED: layout.finetuned(arm, iteration)}
+    if layout.merged(arm, iteration).exists():
+        found[MERGED] = layout.merged(arm, iteration)
     if iteration > 1:
-        found[PREVIOUS] = iteration_model(run_dir, arm, iteration - 1)
+        found[PREVIOUS] = layout.theta(arm, iteration - 1)
     return found
 
 
@@ -75,18 +68,19 @@ def analyze_iteration(
     device: str = "auto",
 ) -> None:
     """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present."""
-    out = iter_dir(run_dir, arm, iteration) / "analysis"
+    layout = RunLayout(Path(run_dir))
+    out = layout.analysis(arm, iteration)
     if all((out / name).exists() for name in OUTPUTS):
         return
     check_request(importance, probe_task, probe_size)
     base = base_folder(base)
-    checkpoints = iteration_checkpoints(Path(run_dir), arm, iteration)
+    checkpoints = iteration_checkpoints(layout, arm, iteration)
     previous = PREVIOUS if PREVIOUS in checkpoints else None
     names, groups = stream_stats(base, checkpoints)
     rows = layer_rows(names, groups, FINETUNED, previous=previous)
     if MERGED in checkpoints:
         rows += layer_rows(names, groups, MERGED, previous=previous, finetuned=FINETUNED)
-    imp = cached_importance(base, importance, Path(run_dir) / CACHE_DIR, probe_task=probe_task,
+    imp = cached_importance(base, importance, layout.importance_cache, probe_task=probe_task,
                             probe_size=probe_size, max_new_tokens=max_new_tokens, device=device) if importance else {}
     context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
                "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
@@ -96,21 +90,16 @@ def analyze_iteration(
 
 def run_iterations(run_dir: Path) -> list[tuple[str, int]]:
     """(arm, t) of every iteration with a fine-tuned model, arms by name and iterations in order."""
-    arms_dir = Path(run_dir) / "arms"
-    if not arms_dir.is_dir():
+    if not (Path(run_dir) / "arms").is_dir():
         raise UserError(f"{run_dir} has no arms/ folder; pass a run folder written by `imm run`")
-    found = []
-    for arm in sorted(p for p in arms_dir.iterdir() if p.is_dir()):
-        steps = [int(m.group(1)) for p in arm.iterdir() if (m := re.fullmatch(r"iter_(\d+)", p.name))]
-        found += [(arm.name, t) for t in sorted(steps) if (arm / f"iter_{t}" / FINETUNED).exists()]
-    return found
+    return RunLayout(Path(run_dir)).trained_iterations()
 
 
 def run_settings(run_dir: Path) -> dict:
     """base, probe_task, probe_size, importance and device from the run's resolved config.yaml."""
     import yaml
 
-    config_path = Path(run_dir) / "config.yaml"
+    config_path = RunLayout(Path(run_dir)).config
     if not config_path.exists():
         raise UserError(f"{config_path} does not exist; pass a run folder written by `imm run`")
     config = yaml.safe_load(config_path.read_text()) or {}

@@ -1,10 +1,12 @@
 """`imm world build`: pretrain the tiny base reasoner of the built-in default from scratch.
 
-    imm world build [--out DIR] [--steps N] [--seed S] [--overwrite]
+    imm world build [--teacher] [--out DIR] [--steps N] [--seed S] [--overwrite]
 
 Trains a byte-level BPE tokenizer and a small Llama on gold solutions of every family (pretrain
 split, loss on the solution only), then measures greedy accuracy per family on the test split.
-Deterministic under a seed on one machine. The result ships as imm/world/base.
+Deterministic under a seed on one machine. The result ships as imm/world/base. With --teacher the
+same recipe trains twice as long (1,600 steps; its first 800 are the base's) and ships as
+imm/world/teacher: the stronger model that writes the distillation arms' solutions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from imm.checkpoint import BUILTIN_DIR, pick_device, save_model, write_checkpoint
+from imm.checkpoint import BUILTIN_DIR, TEACHER_DIR, pick_device, save_model, write_checkpoint
 from imm.errors import UserError
 from imm.finetune import TrainStats, collate, encode_example, sum_loss
 from imm.outputs import atomic_write_json, check_output_dir, output_dir
@@ -44,6 +46,9 @@ class BuildConfig:
     vocab_size: int = 512
     eval_size: int = 300
     seed: int = 0
+
+
+TEACHER_STEPS = 1600  # the shipped teacher (src/imm/world/teacher): the base's recipe, twice as long
 
 
 def pretrain_stream(cfg: BuildConfig) -> Iterator[tuple[str, str]]:
@@ -147,16 +152,22 @@ def check_outputs(out: Path, cfg: BuildConfig, every: int, overwrite: bool) -> N
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = sub.add_parser("build", help="pretrain the tiny base model (the shipped one is imm/world/base)")
-    b.add_argument("--out", type=Path, default=BUILTIN_DIR, help="output model folder (default: the shipped base)")
+    b.add_argument("--teacher", action="store_true", help=f"build the teacher ({TEACHER_STEPS} steps) into the "
+                   "shipped teacher folder instead of the base")
+    b.add_argument("--out", type=Path, help="output model folder (default: the shipped base, or teacher)")
     b.add_argument("--overwrite", action="store_true", help="replace --out (and its step checkpoints) when an "
                    "earlier build wrote it; the shipped base is such a folder")
-    b.add_argument("--steps", type=int, default=BuildConfig.steps, help="optimizer steps of pretraining")
+    b.add_argument("--steps", type=int, help=f"optimizer steps of pretraining (default {BuildConfig.steps}, "
+                   f"teacher {TEACHER_STEPS})")
     b.add_argument("--seed", type=int, default=BuildConfig.seed)
     b.add_argument("--device", default="cpu", help="cpu (the shipped base's reference), cuda, or auto")
     b.add_argument("--checkpoint-every", type=int, default=0, help="also save and score a checkpoint every N steps")
 
 
 def main(args: argparse.Namespace) -> int:
+    args.out = args.out or (TEACHER_DIR if args.teacher else BUILTIN_DIR)
+    if args.steps is None:
+        args.steps = TEACHER_STEPS if args.teacher else BuildConfig.steps
     if args.steps <= 0:
         raise UserError(f"--steps must be positive, got {args.steps}")
     if args.checkpoint_every < 0:
