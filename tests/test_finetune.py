@@ -85,3 +85,25 @@ def test_training_lowers_the_loss_on_its_data(tok):
     after = float(sum_loss(model, batch)[0].detach())
     assert stats.steps == 40 and stats.examples == 32 and stats.padding_share == 0.0
     assert after < 0.5 * before
+
+
+def test_accumulated_micro_batches_give_the_weights_of_one_batch(tok):
+    """8 examples whose responses repeat a step 1-3 times (unequal target tokens per micro-batch), 3 epochs of
+    one optimizer step each: batch 8 without accumulation, and 4 micro-batches of 2 accumulated, see the same
+    8 examples per step and the same schedule, so they must reach the same weights. AdamW moves a weight by at
+    most lr = 1e-3 per step; the two differ only in float32 summation order, which we allow 1e-5 (1% of one
+    step). Normalising each micro-batch by its own token count instead misses by ~5e-3."""
+    pairs = [(f"Question: {a} + {a + 3} = ?", " " + " ".join([f"{a} + {a + 3} = {2 * a + 3}."] * (1 + a % 3)))
+             for a in range(8)]
+
+    def weights(batch_size: int, grad_accum: int) -> dict[str, torch.Tensor]:
+        model = tiny_model(len(tok))
+        cfg = FinetuneConfig(learning_rate=1e-3, epochs=3, batch_size=batch_size, grad_accum=grad_accum,
+                             warmup_ratio=0.0)
+        assert train(model, tok, pairs, cfg, seed=0, desc=None).steps == 3
+        return model.state_dict()
+
+    one, accumulated, init = weights(8, 1), weights(2, 4), tiny_model(len(tok)).state_dict()
+    for name in one:
+        assert torch.allclose(one[name], accumulated[name], rtol=0, atol=1e-5), name
+    assert max(float((one[n] - init[n]).abs().max()) for n in one) > 2e-3  # the weights did move (~2.5 lr)
