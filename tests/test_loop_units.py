@@ -91,6 +91,21 @@ def test_a_run_folder_with_another_config_is_not_resumed(tmp_path):
         prepare_run_dir(other, layout, restart=False)
     (tmp_path / "r" / "arms").mkdir()
     prepare_run_dir(other, layout, restart=True)
+
+
+def test_a_run_resumes_under_other_run_options(tmp_path):
+    """Device, dtype, threads and generation batch sizes say how to compute, not what: resuming is allowed,
+    and config.yaml then records the options of the latest invocation."""
+    first = from_dict(RunConfig, {"out_dir": str(tmp_path), "name": "r"})
+    layout = RunLayout(first.run_dir)
+    prepare_run_dir(first, layout, restart=False)
+    moved = from_dict(RunConfig, {"out_dir": str(tmp_path), "name": "r", "model": {"device": "cuda", "dtype": "bfloat16",
+                                  "threads": 4}, "sampling": {"batch_size": 8}, "eval": {"batch_size": 8}})
+    prepare_run_dir(moved, layout, restart=False)
+    assert "threads: 4" in layout.config.read_text()
+    changed = from_dict(RunConfig, {"out_dir": str(tmp_path), "name": "r", "sampling": {"k": 8}, "arms": ["imm"]})
+    with pytest.raises(UserError, match=r"other settings: arms \(\['self_improve', 'imm'\] -> \['imm'\]\), sampling.k \(4 -> 8\)"):
+        prepare_run_dir(changed, layout, restart=False)
     assert not (tmp_path / "r" / "arms").exists()
 
 

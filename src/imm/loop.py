@@ -213,7 +213,8 @@ def check_resumable(cfg: RunConfig, layout: RunLayout) -> None:
     old, new = (experiment_settings(saved) if saved else {}), experiment_settings(cfg)
     changed = sorted(k for k in new if old.get(k, object()) != new[k])
     if changed:
-        shown = ", ".join(f"{k} ({old.get(k, '?')} -> {new[k]})" for k in changed[:3])
+        plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  as config.yaml writes it
+        shown = ", ".join(f"{k} ({plain(old.get(k, '?'))} -> {plain(new[k])})" for k in changed[:3])
         raise UserError(f"{cfg.run_dir} holds a run with other settings: {shown}; resume it with the same settings, "
                         f"pass --restart to start over, or choose another name=...")
 
@@ -231,7 +232,7 @@ def prepare_run_dir(cfg: RunConfig, layout: RunLayout, restart: bool) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="default", help="a shipped config (default, smoke, aggressive) or a YAML path")
+    parser.add_argument("--config", default="default", help="a shipped config (default, gentle, smoke) or a YAML path")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. sampling.k=8")
     parser.add_argument("--restart", action="store_true", help="delete the run folder (only an imm run) and start over")
 
