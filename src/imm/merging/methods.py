@@ -197,7 +197,3 @@ METHODS: dict[str, Method] = {
         per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
     ),
 }
-
-
-def method_names() -> Sequence[str]:
-    return sorted(METHODS)

@@ -24,7 +24,6 @@ from typing import Callable, Iterator
 from imm.errors import UserError
 from imm.tasks.base import Problem, Task
 
-SPLITS = ("pretrain", "train", "test")
 SPLIT_SIZES = {"train": 4000, "test": 500}
 WORLD_SEED = 1234
 
