@@ -42,7 +42,7 @@ def perturbed(model: LlamaForCausalLM, edits: dict[str, float]) -> LlamaForCausa
     return copy
 
 
-def update_table(base, model):
+def pair_rows(base, model):
     """layers.csv rows of checkpoint `model` against `base`, as `imm analyze --base --model` computes them."""
     names, groups = stream_stats(base, {"model": model})
     return layer_rows(names, groups, "model")
@@ -68,7 +68,7 @@ def test_one_perturbed_block_reports_exactly_its_delta(tmp_path):
     base = tiny_model()
     base.save_pretrained(tmp_path / "a", max_shard_size="10KB")  # sharded: 12 files + index
     perturbed(base, {Q_PROJ: 1 / 8, NORM: 1 / 2}).save_pretrained(tmp_path / "b")
-    rows = update_table(tmp_path / "a", tmp_path / "b")
+    rows = pair_rows(tmp_path / "a", tmp_path / "b")
     assert row(rows, "1", "self_attn.q_proj").delta_l2 == 4.0
     assert row(rows, "1", "input_layernorm").delta_l2 == pytest.approx(math.sqrt(8), abs=1e-12)
     assert row(rows, "1", "input_layernorm").relative == pytest.approx(0.5, abs=1e-12)
@@ -90,10 +90,10 @@ def test_tied_embeddings_with_an_untied_model(tmp_path):
         untied.load_state_dict(base.state_dict(), strict=False)
         untied.lm_head.weight.copy_(base.model.embed_tokens.weight + 1 / 4)
     untied.save_pretrained(tmp_path / "b")
-    rows = update_table(tmp_path / "a", tmp_path / "b")
+    rows = pair_rows(tmp_path / "a", tmp_path / "b")
     assert row(rows, "head", "lm_head").delta_l2 == pytest.approx(math.sqrt(128), abs=1e-12)
     assert row(rows, "embed").delta_l2 == 0.0
-    tied_rows = update_table(tmp_path / "a", tmp_path / "a")
+    tied_rows = pair_rows(tmp_path / "a", tmp_path / "a")
     assert [r.module for r in tied_rows if r.layer == "head"] == [ALL, "norm"]  # no head matrix of its own
 
 
@@ -121,11 +121,11 @@ def test_incompatible_checkpoints_fail_before_reading(tmp_path):
     tiny_model(layers=3).save_pretrained(tmp_path / "b")
     tiny_model(hidden=16).save_pretrained(tmp_path / "c")
     with pytest.raises(UserError, match="missing from"):
-        update_table(tmp_path / "a", tmp_path / "b")
+        pair_rows(tmp_path / "a", tmp_path / "b")
     with pytest.raises(UserError, match="shapes"):
-        update_table(tmp_path / "a", tmp_path / "c")
+        pair_rows(tmp_path / "a", tmp_path / "c")
     with pytest.raises(UserError, match="does not exist"):
-        update_table(tmp_path / "a", tmp_path / "nowhere")
+        pair_rows(tmp_path / "a", tmp_path / "nowhere")
 
 
 def test_chunked_reading_matches_whole_tensor(tmp_path, monkeypatch):
@@ -133,9 +133,9 @@ def test_chunked_reading_matches_whole_tensor(tmp_path, monkeypatch):
     base = tiny_model()
     base.save_pretrained(tmp_path / "a")
     perturbed(base, {Q_PROJ: 1 / 8}).save_pretrained(tmp_path / "b")
-    whole = update_table(tmp_path / "a", tmp_path / "b")
+    whole = pair_rows(tmp_path / "a", tmp_path / "b")
     monkeypatch.setattr("imm.analysis.weights.CHUNK_ELEMENTS", 100)
-    assert update_table(tmp_path / "a", tmp_path / "b") == whole
+    assert pair_rows(tmp_path / "a", tmp_path / "b") == whole
 
 
 # --- superficiality figures on hand-made vectors ---

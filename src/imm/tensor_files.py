@@ -7,8 +7,8 @@ decoder block a tensor belongs to (`block_index`).
 The safetensors format is an 8-byte little-endian header length, a JSON header mapping each
 tensor name to {dtype, shape, data_offsets}, then the raw bytes. Reading headers is enough to
 validate a merge or a comparison; tensors are then read with plain `readinto` into fresh buffers
-(no mmap, so pages of the inputs never accumulate in our resident memory), and written into a
-shard whose header is laid out in advance from the known output shapes.
+or a caller's scratch buffer (no mmap, so pages of the inputs never accumulate in our resident
+memory), and written into a shard whose header is laid out in advance from the known output shapes.
 """
 
 from __future__ import annotations
