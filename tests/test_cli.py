@@ -42,3 +42,21 @@ def test_a_yaml_that_is_not_a_mapping_is_refused(tmp_path, capsys):
     bad.write_text("- just\n- a list\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "must be a mapping" in capsys.readouterr().err
+
+
+def test_eval_and_analyze_flags_take_their_defaults_from_the_run_config():
+    """`imm eval` and `imm analyze` cannot drift from `imm run`: their shared options default to the dataclasses."""
+    import argparse
+
+    from imm.analysis import cli as analyze_cli
+    from imm.config import AnalysisConfig, EvalConfig, ModelConfig, SampleConfig
+    from imm.evaluation import command as eval_cli
+
+    parser = argparse.ArgumentParser()
+    eval_cli.configure(parser)
+    args = parser.parse_args(["--model", "m", "--task", "arith", "--out", "o"])
+    assert (args.max_new_tokens, args.batch_size, args.temperature, args.top_p, args.device, args.dtype) == (
+        EvalConfig.max_new_tokens, EvalConfig.batch_size, EvalConfig.diversity_temperature, SampleConfig.top_p,
+        ModelConfig.device, ModelConfig.dtype) == (128, 64, 0.8, 1.0, "auto", "auto")
+    assert analyze_cli.DEFAULTS == {"probe_task": AnalysisConfig.probe_task, "probe_size": 64,
+                                    "importance": ("ablation", "gradient"), "max_new_tokens": 128, "device": "auto"}

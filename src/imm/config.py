@@ -165,6 +165,20 @@ def experiment_settings(cfg, prefix: str = "") -> dict:
     return found
 
 
+def add_config_flag(parser, flag: str, cls: type, name: str, help: str, *, default: Any = dataclasses.MISSING) -> None:
+    """A command-line flag bound to a config field: its type and default come from the dataclass, so
+    `imm eval` and `imm analyze` cannot drift from `imm run` (`default=None` marks "not given")."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    hint = typing.get_type_hints(cls)[name]
+    value = f.default if default is dataclasses.MISSING else default
+    shown = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    shown = ",".join(shown) if isinstance(shown, tuple) else shown
+    section = next(f.name for f in dataclasses.fields(RunConfig) if f.type in (cls, cls.__name__))
+    kind = (lambda text: tuple(part.strip() for part in text.split(",") if part.strip())) \
+        if typing.get_origin(hint) is tuple else hint
+    parser.add_argument(flag, type=kind, default=value, help=f"{help} (default {shown}, as `imm run`'s {section}.{name})")
+
+
 def to_dict(cfg) -> dict:
     """Plain nested dict of a config (tuples as lists), as written to config.yaml."""
     out = {}

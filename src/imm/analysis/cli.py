@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from imm.analysis.importance import KINDS, check_kinds
+from imm.config import AnalysisConfig, EvalConfig, ModelConfig, add_config_flag
 from imm.errors import UserError
 
 
@@ -21,16 +22,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder for --base/--model (new, empty, or an earlier analysis)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out when an earlier `imm analyze` wrote it")
     parser.add_argument("--arm", help="run mode: only this arm")
-    # Run mode takes the probe, importance and device from the run's config.yaml unless given here.
-    parser.add_argument("--probe", help="task whose verified solutions probe importance (default arith)")
-    parser.add_argument("--probe-size", type=int, help="probe problems (default 64)")
-    parser.add_argument("--importance", help="comma-separated kinds: ablation, gradient (default both); 'none' for "
-                        "update tables only")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="greedy tokens per probe answer (default 256)")
-    parser.add_argument("--device", help="auto, cpu or cuda (default auto)")
+    # Run mode takes these from the run's config.yaml unless given here; the defaults are `imm run`'s.
+    add_config_flag(parser, "--probe", AnalysisConfig, "probe_task", "task whose verified solutions probe importance",
+                    default=None)
+    add_config_flag(parser, "--probe-size", AnalysisConfig, "probe_size", "probe problems", default=None)
+    parser.add_argument("--importance", help=f"comma-separated kinds: {', '.join(KINDS)} (default "
+                        f"{','.join(AnalysisConfig.importance)}); 'none' for update tables only")
+    add_config_flag(parser, "--max-new-tokens", EvalConfig, "max_new_tokens", "greedy tokens per probe answer",
+                    default=None)
+    add_config_flag(parser, "--device", ModelConfig, "device", "auto, cpu or cuda", default=None)
 
 
-DEFAULTS = {"probe_task": "arith", "probe_size": 64, "importance": KINDS, "device": "auto"}
+DEFAULTS = {"probe_task": AnalysisConfig.probe_task, "probe_size": AnalysisConfig.probe_size,
+            "importance": AnalysisConfig.importance, "max_new_tokens": EvalConfig.max_new_tokens,
+            "device": ModelConfig.device}
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -42,6 +47,7 @@ def _kinds(text: str) -> tuple[str, ...]:
 def _given(args: argparse.Namespace) -> dict:
     """The settings given on the command line (None = not given)."""
     given = {"probe_task": args.probe, "probe_size": args.probe_size, "device": args.device, "base": args.base,
+             "max_new_tokens": args.max_new_tokens,
              "importance": None if args.importance is None else _kinds(args.importance)}
     return {k: v for k, v in given.items() if v is not None}
 
@@ -59,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
 
     s = {**DEFAULTS, **given}
     found = analyze_pair(s["base"], args.model, args.out, probe_task=s["probe_task"], probe_size=s["probe_size"],
-                         importance=s["importance"], max_new_tokens=args.max_new_tokens, device=s["device"],
+                         importance=s["importance"], max_new_tokens=s["max_new_tokens"], device=s["device"],
                          overwrite=args.overwrite)
     print(format_figures(found) or "no importance measured: layers.csv only")
     print(f"wrote {args.out}")
@@ -81,7 +87,7 @@ def _run_mode(args: argparse.Namespace, given: dict) -> int:
         raise UserError(f"{args.run_dir} has no trained iterations{' for arm ' + args.arm if args.arm else ''} yet")
     for arm, t in todo:
         analyze_iteration(args.run_dir, arm, t, base=s["base"], probe_task=s["probe_task"], probe_size=s["probe_size"],
-                          importance=s["importance"], max_new_tokens=args.max_new_tokens, device=s["device"])
+                          importance=s["importance"], max_new_tokens=s["max_new_tokens"], device=s["device"])
         saved = json.loads((RunLayout(args.run_dir).analysis(arm, t) / SUPERFICIALITY_JSON).read_text())
         found = [Superficiality(**{**f, "critical": tuple(f["critical"])}) for f in saved["figures"]]
         print(format_figures(found, label=f"{arm:<14} iter {t}  ") or f"{arm} iter {t}: layers.csv only")

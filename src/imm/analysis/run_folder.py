@@ -96,7 +96,7 @@ def run_iterations(run_dir: Path) -> list[tuple[str, int]]:
 
 
 def run_settings(run_dir: Path) -> dict:
-    """base, probe_task, probe_size, importance and device from the run's resolved config.yaml."""
+    """base, probe_task, probe_size, importance, max_new_tokens and device from the run's resolved config.yaml."""
     import yaml
 
     config_path = RunLayout(Path(run_dir)).config
@@ -110,6 +110,8 @@ def run_settings(run_dir: Path) -> dict:
     for key in ("probe_task", "probe_size", "importance"):
         if key in analysis:
             settings[key] = tuple(analysis[key]) if key == "importance" else analysis[key]
+    if "max_new_tokens" in (config.get("eval") or {}):
+        settings["max_new_tokens"] = config["eval"]["max_new_tokens"]  # the loop's analysis generates this long
     return settings
 
 

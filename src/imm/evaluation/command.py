@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from imm.config import EvalConfig, ModelConfig, SampleConfig, add_config_flag
 from imm.errors import UserError
 from imm.outputs import atomic_write_json, atomic_write_jsonl, check_output_dir, output_dir
 from imm.tasks.registry import TASKS, get_task
@@ -42,14 +43,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each task")
     parser.add_argument("--samples", type=int, default=0, metavar="K",
                         help="also draw K samples per question: pass@K, maj@K, diversity (default: 0)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --samples")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling for --samples")
+    add_config_flag(parser, "--temperature", EvalConfig, "diversity_temperature", "sampling temperature for --samples")
+    add_config_flag(parser, "--top-p", SampleConfig, "top_p", "nucleus sampling for --samples")
     parser.add_argument("--shots", type=int, default=0, help="few-shot demos from the task's train split (default: 0)")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per generation batch")
+    add_config_flag(parser, "--max-new-tokens", EvalConfig, "max_new_tokens", "tokens generated per answer")
+    add_config_flag(parser, "--batch-size", EvalConfig, "batch_size", "sequences per generation batch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    add_config_flag(parser, "--device", ModelConfig, "device", "auto, cpu, cuda, cuda:1 ...")
+    add_config_flag(parser, "--dtype", ModelConfig, "dtype", "auto, float32, bfloat16, float16")
 
 
 def _check_options(args: argparse.Namespace) -> None:
