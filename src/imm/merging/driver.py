@@ -26,9 +26,7 @@ from imm.merging.methods import TensorParams
 from imm.merging.parameters import depth
 from imm.merging.spec import MergeSpec
 from imm.outputs import output_dir
-from imm.tensor_files import (
-    DTYPES, Checkpoint, OutputTensor, TensorEntry, TensorReader, plan_shards, write_shards,
-)
+from imm.tensor_files import DTYPES, Checkpoint, OutputTensor, TensorEntry, TensorReader, plan_shards, write_shards
 
 DEFAULT_SHARD_BYTES = 5 * 2**30
 STREAM_CHUNK = 1 << 20  # entries per streamed piece: 4 MiB per model in float32
