@@ -43,7 +43,7 @@ def test_seeds_table_gives_mean_and_range():
 def test_summary_round_trips_and_the_table_puts_id_beside_ood(tmp_path, monkeypatch):
     cfg = from_dict(RunConfig, {"out_dir": str(tmp_path), "iterations": 1,
                                 "data": {"id_tasks": ["arith"], "ood_tasks": ["arith_vocab"]}})
-    monkeypatch.setattr("imm.report.collect", lambda c: rows(0.6, 0.7))
+    monkeypatch.setattr("imm.report.summary.collect", lambda c: rows(0.6, 0.7))
     written = write_summary(cfg)
     assert read_summary(tmp_path / "default" / "summary.csv") == written
     assert (tmp_path / "default" / "summary.csv").read_text().splitlines()[0] == "arm,iteration,model,task,domain,metric,value,n"

@@ -8,6 +8,10 @@ model wrote, independent of any tokenizer, so runs with different models stay co
     self-BLEU       mean BLEU-4 of each text against the other K-1 (Zhu et al., 2018, Texygen)
     unique answers  number of different final answers (no answer counts as one more)
     entropy         mean entropy (nats) of the sampling distribution per generated token
+    EAD-n           expectation-adjusted distinct-n: distinct n-grams D among N over the number a uniform
+                    draw from V words would give, V·(1 − ((V−1)/V)^N), so longer texts are not penalised
+                    (Liu et al., ACL 2022; Kirk et al., ICLR 2024, arXiv 2310.06452); V [ours]: the
+                    different words in all of one evaluation's samples
 """
 
 from __future__ import annotations
@@ -28,6 +32,20 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
     """Unique n-grams over all n-grams of the texts together; None when they hold no n-gram."""
     grams = [g for text in texts for g in ngrams(text.split(), n)]
     return len(set(grams)) / len(grams) if grams else None
+
+
+def ead(texts: Sequence[str], n: int, vocabulary: int) -> float | None:
+    """Expectation-adjusted distinct n-grams of the texts together; None when they hold no n-gram."""
+    grams = [g for text in texts for g in ngrams(text.split(), n)]
+    if not grams or vocabulary < 1:
+        return None
+    expected = vocabulary * (1 - ((vocabulary - 1) / vocabulary) ** len(grams))
+    return len(set(grams)) / expected
+
+
+def vocabulary_size(groups: Sequence[Sequence[str]]) -> int:
+    """V of EAD: the different whitespace words in all texts of all questions."""
+    return len({word for texts in groups for text in texts for word in text.split()})
 
 
 def sentence_bleu(hypothesis: Sequence[str], references: Sequence[Sequence[str]]) -> float:

@@ -1,0 +1,5 @@
+"""Reports: the run's `summary.csv` and printed table (`summary`), and `imm report`'s HTML and Markdown
+(`build`): accuracy, collapse, layer and forgetting figures with their intervals, over one run or several seeds."""
+
+from imm.report.summary import (  # noqa: F401  the summary is what most callers need
+    HEADER, Column, SummaryRow, collect, format_table, iteration_models, read_summary, seeds_table, write_summary)
