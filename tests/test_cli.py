@@ -14,6 +14,8 @@ from imm.cli import main
     (["run", "data.train_task=nope"], "unknown task 'nope'"),
     (["run", "arms=[imm, distil]"], "unknown arm 'distil'; choose among self_improve, imm, distill, distill_imm"),
     (["run", "arms=[imm, imm]"], "arms lists an arm twice"),
+    (["run", "sampling.temperature=0"], "sampling.temperature=0 is greedy: its 4 samples per question would be identical"),
+    (["run", "eval.diversity_temperature=0"], "set eval.diversity_k=0 or a temperature above 0"),
     (["run", "arms=[distill]", "model.teacher=/no/such/teacher"], "model path /no/such/teacher does not exist"),
     (["run", "merge.density=1.5"], "merge.density must be in (0, 1]"),
     (["run", "--config", "no-such-config"], "neither a file nor a shipped config"),

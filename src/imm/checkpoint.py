@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from imm.errors import UserError
@@ -29,9 +30,47 @@ def resolve_model_path(path: str | Path) -> Path | str:
         if not (local / "config.json").exists():
             raise UserError(f"{local} has no config.json; point at a Hugging Face checkpoint folder or use 'builtin'")
         return local.resolve()
-    if str(path).count("/") == 1 and not str(path).startswith((".", "/", "~")):
-        return str(path)  # a hub id such as Qwen/Qwen2.5-0.5B: users with network load it from the hub
+    if str(path).partition("@")[0].count("/") == 1 and not str(path).startswith((".", "/", "~")):
+        return str(path)  # a hub id such as Qwen/Qwen2.5-0.5B[@revision]: fetched by `fetch_model`
     raise UserError(f"model path {path} does not exist; pass a checkpoint folder, a hub id, or 'builtin'")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model as given (`spec`) and the local folder every stage reads; `revision` is the hub commit."""
+
+    spec: str
+    folder: Path
+    revision: str | None = None
+
+
+# What a checkpoint needs: configs, safetensors weights, tokenizer files (never pickled .bin weights).
+MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+
+
+def fetch_model(spec: str | Path) -> ResolvedModel:
+    """A folder, a shipped name, or a hub id `org/name[@revision]` as a local folder, resolved once.
+
+    A hub id goes through huggingface_hub's cache (HF_HOME, HF_HUB_OFFLINE): downloaded with a network,
+    read from the cache without one; offline with no cached copy is one clear error before any work."""
+    where = resolve_model_path(spec)
+    if isinstance(where, Path):
+        return ResolvedModel(str(spec), where)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo, _, revision = str(spec).partition("@")
+    try:
+        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=MODEL_FILES))
+    except LocalEntryNotFoundError:
+        raise UserError(f"model {spec} is not in the Hugging Face cache and the hub cannot be reached; download it "
+                        f"once with a network (or set HF_HOME to a cache that has it), or pass a local folder") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"cannot fetch model {spec} from the hub: {first}; check the id and revision") from None
+    if not (folder / "config.json").is_file():
+        raise UserError(f"model {spec} has no config.json at {folder}; pass a causal LM checkpoint")
+    return ResolvedModel(str(spec), folder, folder.name)  # the snapshot folder is named after its commit
 
 
 def pick_device(device: str = "auto") -> str:

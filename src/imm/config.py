@@ -96,6 +96,7 @@ class RunConfig:
     name: str = "default"
     out_dir: str = "runs"
     seed: int = 0
+    seeds: tuple[int, ...] = ()  # several seeds: one run each, sibling folders <name>-seed<s> (`per_seed`)
     iterations: int = 3  # [paper code]
     arms: tuple[str, ...] = ("self_improve", "imm")  # names in imm.arms.ARMS
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -110,6 +111,19 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+def per_seed(cfg: RunConfig) -> list[RunConfig]:
+    """The runs of one command: the config itself, or with `seeds` one config per seed, each a plain
+    single-seed run in the sibling folder <name>-seed<s> (as `imm run seed=S name=<name>-seed<S>` makes it)."""
+    if not cfg.seeds:
+        return [cfg]
+    return [dataclasses.replace(cfg, seed=s, seeds=(), name=f"{cfg.name}-seed{s}") for s in cfg.seeds]
+
+
+def seeds_report_dir(cfg: RunConfig) -> Path:
+    """Where the runs of `seeds` are reported together: <out_dir>/<name>-seeds/."""
+    return Path(cfg.out_dir) / f"{cfg.name}-seeds"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -246,9 +260,16 @@ def validate(cfg: RunConfig) -> None:
     for arm in cfg.arms:
         get_arm(arm)
     _require(len(set(cfg.arms)) == len(cfg.arms), f"arms lists an arm twice: {list(cfg.arms)}; list each once")
+    _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
     _require(cfg.sampling.k > 0, f"sampling.k must be positive, got {cfg.sampling.k}")
     _require(cfg.sampling.temperature >= 0, f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
+    _require(cfg.sampling.temperature > 0 or cfg.sampling.k == 1,
+             f"sampling.temperature=0 is greedy: its {cfg.sampling.k} samples per question would be identical; "
+             f"set sampling.k=1 (the paper's greedy sampling) or a temperature above 0")
+    _require(cfg.eval.diversity_temperature > 0 or cfg.eval.diversity_k <= 1,
+             f"eval.diversity_temperature=0 is greedy: its {cfg.eval.diversity_k} samples would be identical; "
+             f"set eval.diversity_k=0 or a temperature above 0")
     _require(0 < cfg.sampling.top_p <= 1, f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
     _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
     _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")

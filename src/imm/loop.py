@@ -35,7 +35,7 @@ import yaml
 
 from imm import report
 from imm.arms import Arm, NextGenerator, Source, get_arm, shared_stages
-from imm.checkpoint import resolve_model_path
+from imm.checkpoint import ResolvedModel, fetch_model
 from imm.config import RunConfig, experiment_settings, from_dict, load_config, to_dict
 from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout
@@ -167,10 +167,12 @@ def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: P
 
 def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None) -> Path:
     layout = RunLayout(cfg.run_dir)
-    prepare_run_dir(cfg, layout, restart)
-    base = resolve_model_path(cfg.model.base)
     arms = [get_arm(name) for name in cfg.arms]
-    teacher = resolve_model_path(cfg.model.teacher) if any(a.samples_from is Source.TEACHER for a in arms) else None
+    resolved = {"base": fetch_model(cfg.model.base)}  # hub ids become local folders once, before any work
+    if any(a.samples_from is Source.TEACHER for a in arms):
+        resolved["teacher"] = fetch_model(cfg.model.teacher)
+    prepare_run_dir(cfg, layout, restart, resolved)
+    base, teacher = resolved["base"].folder, resolved["teacher"].folder if "teacher" in resolved else None
     stages = stages or real_stages(cfg, layout, base)
     started = time.perf_counter()
     references = {GENERATOR: base, **({TEACHER: teacher} if teacher is not None else {})}
@@ -207,8 +209,10 @@ def check_run_dir(layout: RunLayout, restart: bool) -> None:
 def check_resumable(cfg: RunConfig, layout: RunLayout) -> None:
     """Resume only the same experiment: run options (device, dtype, threads, batch sizes) may change."""
     try:
-        saved = from_dict(RunConfig, yaml.safe_load(layout.config.read_text()) or {})
-    except (UserError, yaml.YAMLError, TypeError):
+        raw = yaml.safe_load(layout.config.read_text()) or {}
+        raw.pop("resolved", None)
+        saved = from_dict(RunConfig, raw)
+    except (UserError, yaml.YAMLError, TypeError, AttributeError):
         saved = None
     old, new = (experiment_settings(saved) if saved else {}), experiment_settings(cfg)
     changed = sorted(k for k in new if old.get(k, object()) != new[k])
@@ -219,14 +223,17 @@ def check_resumable(cfg: RunConfig, layout: RunLayout) -> None:
                         f"pass --restart to start over, or choose another name=...")
 
 
-def prepare_run_dir(cfg: RunConfig, layout: RunLayout, restart: bool) -> None:
-    """Write the resolved config before any work; refuse to resume a folder made for another experiment."""
+def prepare_run_dir(cfg: RunConfig, layout: RunLayout, restart: bool,
+                    resolved: dict[str, ResolvedModel] | None = None) -> None:
+    """Write the resolved config (and where each model was found) before any work; refuse to resume a
+    folder made for another experiment."""
     check_run_dir(layout, restart)
     if restart and layout.root.exists():
         remove_written(layout.root, run_entries=RUN_ENTRIES)
     if layout.config.exists():
         check_resumable(cfg, layout)
-    atomic_write_text(layout.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    record = {name: {"spec": m.spec, "folder": str(m.folder), "revision": m.revision} for name, m in (resolved or {}).items()}
+    atomic_write_text(layout.config, yaml.safe_dump({**to_dict(cfg), "resolved": record}, sort_keys=False))
     for leftover in [p for p in layout.root.rglob(".*") if is_temporary(p)]:
         remove_written(leftover)  # from a killed run
 

@@ -106,7 +106,8 @@ def run_settings(run_dir: Path) -> dict:
     model, analysis = config.get("model") or {}, config.get("analysis") or {}
     if not model.get("base"):
         raise UserError(f"{config_path} has no model.base; pass --base explicitly")
-    settings = {"base": str(model["base"]), "device": model.get("device", "auto")}
+    base = ((config.get("resolved") or {}).get("base") or {}).get("folder") or model["base"]  # a hub id's local copy
+    settings = {"base": str(base), "device": model.get("device", "auto")}
     for key in ("probe_task", "probe_size", "importance"):
         if key in analysis:
             settings[key] = tuple(analysis[key]) if key == "importance" else analysis[key]
