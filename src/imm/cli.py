@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("imm.evaluation", "evaluate a model on reasoning tasks"),
     "score": ("imm.score", "re-score saved completions with the answer checker"),
     "analyze": ("imm.analysis.cli", "layer-wise update and importance analysis"),
+    "report": ("imm.report.cli", "an HTML report (and Markdown tables) of one run or several seeds"),
 }
 
 

@@ -97,6 +97,7 @@ class RunConfig:
     out_dir: str = "runs"
     seed: int = 0
     seeds: tuple[int, ...] = ()  # several seeds: one run each, sibling folders <name>-seed<s> (`per_seed`)
+    seeds: tuple[int, ...] = ()  # several seeds: one run each, sibling folders <name>-seed<s> (`per_seed`)
     iterations: int = 3  # [paper code]
     arms: tuple[str, ...] = ("self_improve", "imm")  # names in imm.arms.ARMS
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -111,6 +112,19 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+def per_seed(cfg: RunConfig) -> list[RunConfig]:
+    """The runs of one command: the config itself, or with `seeds` one config per seed, each a plain
+    single-seed run in the sibling folder <name>-seed<s> (as `imm run seed=S name=<name>-seed<S>` makes it)."""
+    if not cfg.seeds:
+        return [cfg]
+    return [dataclasses.replace(cfg, seed=s, seeds=(), name=f"{cfg.name}-seed{s}") for s in cfg.seeds]
+
+
+def seeds_report_dir(cfg: RunConfig) -> Path:
+    """Where the runs of `seeds` are reported together: <out_dir>/<name>-seeds/."""
+    return Path(cfg.out_dir) / f"{cfg.name}-seeds"
 
 
 def per_seed(cfg: RunConfig) -> list[RunConfig]:
@@ -260,6 +274,7 @@ def validate(cfg: RunConfig) -> None:
     for arm in cfg.arms:
         get_arm(arm)
     _require(len(set(cfg.arms)) == len(cfg.arms), f"arms lists an arm twice: {list(cfg.arms)}; list each once")
+    _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
     _require(cfg.sampling.k > 0, f"sampling.k must be positive, got {cfg.sampling.k}")

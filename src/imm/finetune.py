@@ -7,11 +7,14 @@ fp32 on CPU and bf16 autocast where the GPU supports it.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,9 +118,33 @@ def _accumulate(model, group: list[dict[str, torch.Tensor]], use_bf16: bool) -> 
     return loss_sum / max(1, n_targets), n_targets, real, padded
 
 
+@contextmanager
+def step_log(path: Path | None) -> Iterator:
+    """`write(record)` appends one JSON line per optimizer step to `path` (a fresh file per training) and,
+    when tensorboard is installed, its scalars beside it; with no path it does nothing."""
+    if path is None:
+        yield lambda record: None
+        return
+    from imm.layout import tensorboard_dir
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        board = SummaryWriter(str(tensorboard_dir(path)))
+    except ImportError:  # tensorboard is optional
+        board = None
+    with open(path, "w", encoding="utf-8", buffering=1) as f:  # line-buffered: a long run can be watched
+        def write(record: dict) -> None:
+            f.write(json.dumps(record) + "\n")
+            for name in ("loss", "lr", "tokens_per_s") if board else ():
+                board.add_scalar(f"train/{name}", record[name], record["step"])
+        yield write
+    if board:
+        board.close()
+
+
 def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
-          desc: str | None = "fine-tune") -> TrainStats:
-    """Fine-tune `model` in place on (prompt, response) pairs."""
+          desc: str | None = "fine-tune", log: Path | None = None) -> TrainStats:
+    """Fine-tune `model` in place on (prompt, response) pairs; `log` gets one JSON line per step."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     examples = [encode_example(tokenizer, p, r, cfg.max_length) for p, r in pairs]
@@ -129,16 +156,21 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
     loss, t0 = float("nan"), time.perf_counter()
     bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None, leave=False)
     model.train()
-    for _ in range(cfg.epochs):
-        batches = bucketed_batches(lengths, cfg.batch_size, cfg.bucket_chunks, rng)
-        for start in range(0, len(batches), cfg.grad_accum):
-            group = [collate([examples[i] for i in b], tokenizer.pad_token_id) for b in batches[start:start + cfg.grad_accum]]
-            loss, n, r, p = _accumulate(model, group, use_bf16)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
-            steps, targets, real, padded = steps + 1, targets + n, real + r, padded + p
-            bar.set_postfix(loss=f"{loss:.3f}")
-            bar.update(1)
+    with step_log(log) as write:
+        for epoch in range(cfg.epochs):
+            batches = bucketed_batches(lengths, cfg.batch_size, cfg.bucket_chunks, rng)
+            for start in range(0, len(batches), cfg.grad_accum):
+                group = [collate([examples[i] for i in b], tokenizer.pad_token_id) for b in batches[start:start + cfg.grad_accum]]
+                began, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
+                loss, n, r, p = _accumulate(model, group, use_bf16)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+                steps, targets, real, padded = steps + 1, targets + n, real + r, padded + p
+                write({"step": steps, "epoch": epoch + 1, "loss": loss, "lr": lr,
+                       "tokens_per_s": r / max(time.perf_counter() - began, 1e-9),
+                       "seconds": round(time.perf_counter() - t0, 3)})
+                bar.set_postfix(loss=f"{loss:.3f}")
+                bar.update(1)
     bar.close()
     model.eval()
     seconds = time.perf_counter() - t0
@@ -146,7 +178,7 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
 
 
 def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
-                        device: str = "auto") -> str:
+                        device: str = "auto", log_out: Path | None = None) -> str:
     """F_t = fine-tune(init, D_t): train a float32 copy of `init` on `examples` (records with `prompt` and
     `response`) and save it to `out`; the stats are written first, since the checkpoint marks the stage done."""
     from imm.checkpoint import load_model, save_model
@@ -156,7 +188,7 @@ def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stat
     if not examples:
         save_model(model, tokenizer, out)
         return "no verified sample: F_t is a copy of its init (warning recorded)"
-    stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed)
+    stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed, log=log_out)
     atomic_write_json(stats_out, stats)
     save_model(model, tokenizer, out)
     return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"

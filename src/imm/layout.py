@@ -4,12 +4,14 @@
       config.yaml                       resolved config, written before any work
       summary.csv                       arm,iteration,model,task,domain,metric,value,n
       timings.jsonl                     wall time of every stage that ran (a log)
+      report/                           index.html and its figures (imm report), refreshed every iteration
       iter_0/eval/generator.json        θ0's evaluation, shared by every arm (+ teacher.json with a teacher)
       analysis_cache/                   layer importance of θ0, computed once
       arms/<arm>/iter_<t>/
         samples.jsonl                   S_t: every sampled completion, with its verdict
         dataset.jsonl                   D_t: the verified, filtered training set (+ dataset_stats.json)
         finetuned/                      F_t  (Hugging Face checkpoint; + finetune_stats.json beside it)
+        train_log.jsonl                 loss, learning rate and throughput of every optimizer step
         merged/                         θ_t  (merging arms only)
         eval/<model>.json               accuracy and diversity of one model (+ <model>.samples.jsonl)
         analysis/                       layer tables (imm analyze)
@@ -30,7 +32,7 @@ TEACHER = "teacher"  # the distillation arms' teacher, evaluated at iteration 0 
 MODELS = (FINETUNED, MERGED)
 
 # Every top-level entry a run folder may hold; `imm run --restart` removes a folder holding only these.
-RUN_ENTRIES = ("config.yaml", "summary.csv", "timings.jsonl", "iter_0", "arms", "analysis_cache")
+RUN_ENTRIES = ("config.yaml", "summary.csv", "timings.jsonl", "iter_0", "arms", "analysis_cache", "report")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class RunLayout:
     @property
     def timings(self) -> Path:
         return self.root / "timings.jsonl"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
 
     @property
     def importance_cache(self) -> Path:
@@ -82,6 +88,9 @@ class RunLayout:
     def finetune_stats(self, arm: str, t: int) -> Path:
         return self.iteration(arm, t) / "finetune_stats.json"
 
+    def training_log(self, arm: str, t: int) -> Path:
+        return training_log(self.finetune_stats(arm, t))
+
     def evaluation(self, arm: str, t: int, model: str) -> Path:
         return self.iteration(arm, t) / "eval" / f"{model}.json"
 
@@ -97,7 +106,7 @@ class RunLayout:
         files = {
             "sample": (self.samples(arm, t),),
             "verify": (self.dataset_stats(arm, t), self.dataset(arm, t)),
-            "finetune": (self.finetune_stats(arm, t), self.finetuned(arm, t)),
+            "finetune": (self.finetune_stats(arm, t), self.training_log(arm, t), self.finetuned(arm, t)),
             "evaluate": (eval_samples(self.evaluation(arm, t, FINETUNED)), self.evaluation(arm, t, FINETUNED)),
         }
         return files[stage]
@@ -120,6 +129,16 @@ class RunLayout:
 def eval_samples(evaluation: Path) -> Path:
     """eval/<model>.samples.jsonl beside eval/<model>.json: the completions behind the figures."""
     return evaluation.with_suffix(".samples.jsonl")
+
+
+def training_log(finetune_stats: Path) -> Path:
+    """train_log.jsonl beside finetune_stats.json: one line per optimizer step (imm.finetune.train)."""
+    return finetune_stats.with_name("train_log.jsonl")
+
+
+def tensorboard_dir(training_log: Path) -> Path:
+    """TensorBoard event files beside the training log, when tensorboard is installed."""
+    return training_log.with_name("tensorboard")
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -1,0 +1,140 @@
+"""The run folders a report reads: one `Run` per folder, every file found through its `RunLayout`.
+
+Several folders are one experiment run with different seeds: their settings must agree except `seed`.
+A run still in progress is read as far as it got (the loop refreshes its report after every iteration).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from imm.arms import ARMS
+from imm.config import RunConfig, experiment_settings, from_dict
+from imm.errors import UserError
+from imm.layout import FINETUNED, GENERATOR, MERGED, RunLayout, eval_samples, read_jsonl
+from imm.report.summary import SummaryRow, collect
+
+
+def theta_model(arm: str, t: int) -> str:
+    """The file name of an arm's θ_t: θ0 at t = 0, the merge where the arm merges, else F_t."""
+    return GENERATOR if t == 0 else MERGED if ARMS[arm].merges else FINETUNED
+
+
+@dataclass
+class Run:
+    root: Path
+    cfg: RunConfig
+    rows: list[SummaryRow]
+    _answers: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.root)
+
+    @property
+    def tasks(self) -> list[tuple[str, str]]:
+        """(task, domain) in the config's order: in-domain first."""
+        return ([(s.partition("=")[0], "id") for s in self.cfg.data.id_tasks]
+                + [(s.partition("=")[0], "ood") for s in self.cfg.data.ood_tasks])
+
+    @property
+    def arms(self) -> list[str]:
+        return list(self.cfg.arms)
+
+    def iterations(self, arm: str) -> list[int]:
+        """1..t of the iterations whose θ_t has been evaluated."""
+        return sorted({r.iteration for r in self.rows if r.arm == arm and r.iteration > 0
+                       and r.model == theta_model(arm, r.iteration)})
+
+    def value(self, arm: str, t: int, model: str, task: str, metric: str) -> float | None:
+        return self._values.get((arm, t, model, task, metric))
+
+    @cached_property
+    def _values(self) -> dict[tuple, float]:
+        return {(r.arm, r.iteration, r.model, r.task, r.metric): r.value for r in self.rows}
+
+    def greedy(self, arm: str, t: int, task: str) -> dict[str, dict]:
+        """θ_t's greedy answer rows on `task`, by problem id (θ0 at t = 0); empty where not written."""
+        key = (arm, t)
+        if key not in self._answers:
+            model = theta_model(arm, t)
+            path = eval_samples(self.layout.reference_evaluation(GENERATOR) if t == 0
+                                else self.layout.evaluation(arm, t, model))
+            rows = read_jsonl(path) if path.exists() else []
+            by_task: dict[str, dict[str, dict]] = {}
+            for index, row in enumerate(r for r in rows if r.get("sample") == "greedy"):
+                by_task.setdefault(row["task"], {})[str(row.get("id", index))] = row
+            self._answers[key] = by_task
+        return self._answers[key].get(task, {})
+
+    @cached_property
+    def timings(self) -> list[dict]:
+        path = self.layout.timings
+        return read_jsonl(path) if path.exists() else []
+
+    def table(self, arm: str, t: int, name: str) -> list[dict]:
+        """One of the iteration's analysis tables (layers.csv, importance.csv) as rows; empty if absent."""
+        path = self.layout.analysis(arm, t) / name
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def superficiality(self, arm: str, t: int) -> dict:
+        path = self.layout.analysis(arm, t) / "superficiality.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def training_log(self, arm: str, t: int) -> list[dict]:
+        path = self.layout.training_log(arm, t)
+        return read_jsonl(path) if path.exists() else []
+
+
+def load_run(path: Path) -> Run:
+    """A run folder as written by `imm run`, or one line saying why it is not one."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder; pass a run folder written by `imm run` (e.g. runs/default)")
+    config = RunLayout(root).config
+    if not config.is_file():
+        raise UserError(f"{root} holds no config.yaml; pass a run folder written by `imm run`")
+    try:
+        raw = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{config} is not valid YAML; pass a run folder written by `imm run`") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{config} is not a run config; pass a run folder written by `imm run`")
+    raw.pop("resolved", None)  # where the models were found: a record, not a setting
+    cfg = from_dict(RunConfig, raw)
+    cfg = dataclasses.replace(cfg, out_dir=str(root.parent), name=root.name)  # wherever the folder now is
+    rows = collect(cfg)
+    if not rows:
+        raise UserError(f"{root} holds no evaluation yet; report it once θ0 has been evaluated")
+    return Run(root, cfg, rows)
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    """Several runs of one experiment (seeds): every setting but the seed must agree."""
+    if len({Path(p).resolve() for p in paths}) != len(paths):
+        raise UserError("a run folder is listed twice; list each run once")
+    runs = [load_run(p) for p in paths]
+    first = _comparable(runs[0].cfg)
+    for run in runs[1:]:
+        other = _comparable(run.cfg)
+        if changed := sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k)):
+            raise UserError(f"{run.root} is another experiment than {runs[0].root} ({changed[0]}: "
+                            f"{first.get(changed[0])!r} vs {other.get(changed[0])!r}); report runs that differ "
+                            f"only by seed together")
+    if len({run.cfg.seed for run in runs}) != len(runs):
+        raise UserError("two run folders have the same seed; report runs of different seeds together")
+    return runs
+
+
+def _comparable(cfg: RunConfig) -> dict:
+    return {k: v for k, v in experiment_settings(cfg).items() if k not in ("seed", "seeds")}
