@@ -1,12 +1,19 @@
 """Loading and saving Hugging Face checkpoints, with clear errors instead of tracebacks.
 
 "builtin" names the tiny base model that ships inside the package (imm/world/base), and
-"builtin-teacher" the stronger world model beside it (imm/world/teacher)."""
+"builtin-teacher" the stronger world model beside it (imm/world/teacher).
+
+Checkpoints are untrusted input: weights load only from safetensors (a pickled `.bin` can run code when
+unpickled) and a checkpoint's own Python code never runs, unless the `LoadPolicy` in force allows it
+(`imm run` model.allow_pickle / model.trust_remote_code, `imm eval --allow-pickle / --trust-remote-code`)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from imm.errors import UserError
 from imm.outputs import output_dir
@@ -95,18 +102,62 @@ def pick_dtype(dtype: str, device: str):
     return names[dtype]
 
 
+@dataclass(frozen=True)
+class LoadPolicy:
+    """What loading a checkpoint may do beyond reading safetensors: both off unless a user asks."""
+
+    allow_pickle: bool = False  # read pickled weights (pytorch_model.bin), which can run code
+    trust_remote_code: bool = False  # run the Python files a checkpoint ships (config auto_map)
+
+
+_POLICY: ContextVar[LoadPolicy] = ContextVar("load_policy", default=LoadPolicy())
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@contextmanager
+def load_policy(policy: LoadPolicy) -> Iterator[None]:
+    """Every `load_model` inside the block follows `policy` (a run sets it once for all its stages)."""
+    token = _POLICY.set(policy)
+    try:
+        yield
+    finally:
+        _POLICY.reset(token)
+
+
+def check_weight_files(folder: Path, allow_pickle: bool = False) -> None:
+    """Refuse, before any load, a folder whose weights are only pickles (unless allowed) or whose
+    safetensors files are corrupt or truncated (checked from their headers and sizes)."""
+    from imm.tensor_files import tensor_table
+
+    folder = Path(folder)
+    if any(folder.glob("*.safetensors")):
+        tensor_table(folder)
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not allow_pickle:
+        raise UserError(f"{folder} holds its weights only as pickle files ({', '.join(pickles[:2])}), which can run "
+                        f"code when loaded; convert them to safetensors where you trust them, or allow it with "
+                        f"--allow-pickle (imm eval) or model.allow_pickle=true (imm run)")
+
+
 def load_model(path: str | Path, *, device: str = "auto", dtype: str = "auto"):
     """(model, tokenizer) in eval mode on `device`; the tokenizer pads on the left for generation."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per load is noise in a loop that loads dozens of models
+    policy = _POLICY.get()
     where = resolve_model_path(path)
+    if isinstance(where, Path):
+        check_weight_files(where, policy.allow_pickle)
     device = pick_device(device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=pick_dtype(dtype, device))
-    except (OSError, ValueError) as err:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=policy.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=pick_dtype(dtype, device),
+                                                     use_safetensors=None if policy.allow_pickle else True,
+                                                     trust_remote_code=policy.trust_remote_code)
+    except (OSError, ValueError, SafetensorError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load model {path}: {first}; check the path or hub id and that it is a causal LM") from None
     if tokenizer.pad_token_id is None:
@@ -124,7 +175,8 @@ def write_checkpoint(model, tokenizer, folder: Path) -> None:
 def save_model(model, tokenizer, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write a loadable checkpoint folder atomically: it appears whole, or not at all (imm.outputs' rule)."""
     out_dir = Path(out_dir)
-    with output_dir(out_dir, "checkpoint", overwrite=overwrite) as tmp:
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    with output_dir(out_dir, "checkpoint", overwrite=overwrite, needed=weights) as tmp:
         write_checkpoint(model, tokenizer, tmp)
     return out_dir
 

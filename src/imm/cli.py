@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from imm.errors import UserError
+from imm.outputs import write_error
 
 # name -> (module with configure(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -56,3 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"imm {argv[0]}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except OSError as err:  # a full disk met outside imm.outputs' writers (a log line, a library's cache)
+        line = write_error(err, Path(err.filename or "."))
+        if line is None:
+            raise
+        print(f"imm {argv[0]}: error: {line}", file=sys.stderr)
+        return 2

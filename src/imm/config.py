@@ -40,6 +40,8 @@ class ModelConfig:
     device: str = run_option("auto")  # auto | cpu | cuda[:N]
     dtype: str = run_option("auto")  # auto | float32 | bfloat16 | float16
     threads: int = run_option(0)  # CPU threads for torch; 0 = torch's default (one per core)
+    allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.checkpoint)
+    trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ def _require(ok: bool, message: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Everything that can be checked before a model is loaded (fail before the expensive part)."""
-    from imm.checkpoint import resolve_model_path
+    from imm.checkpoint import check_weight_files, resolve_model_path
     from imm.tasks.registry import get_task
 
     _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
@@ -294,7 +296,10 @@ def validate(cfg: RunConfig) -> None:
     _require(cfg.name and "/" not in cfg.name, f"name must be a plain folder name, got {cfg.name!r}")
     for spec in (cfg.data.train_task, *cfg.data.id_tasks, *cfg.data.ood_tasks, cfg.analysis.probe_task):
         get_task(spec)
-    resolve_model_path(cfg.model.base)
+    models = [cfg.model.base]
     if needs_teacher(cfg.arms):
         _require(bool(cfg.model.teacher), "a distillation arm needs model.teacher=PATH_OR_HUB_ID")
-        resolve_model_path(cfg.model.teacher)
+        models.append(cfg.model.teacher)
+    for model in models:  # a local folder's weights: safetensors whole, or pickles only when allowed
+        if isinstance(where := resolve_model_path(model), Path):
+            check_weight_files(where, cfg.model.allow_pickle)

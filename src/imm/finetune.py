@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from imm.errors import UserError
+
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
 
 
@@ -86,6 +88,13 @@ def sum_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     targets = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at position t
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
+
+
+def check_finite_loss(loss: float, step: int, total: int) -> None:
+    """Stop at the first NaN or Inf loss: training on would only spread it into every weight."""
+    if not math.isfinite(loss):
+        raise UserError(f"fine-tuning diverged: the loss is {loss} at optimizer step {step} of {total}; F_t is not "
+                        f"saved: lower finetune.learning_rate, or check D_t for broken examples")
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
@@ -163,6 +172,7 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
                 group = [collate([examples[i] for i in b], tokenizer.pad_token_id) for b in batches[start:start + cfg.grad_accum]]
                 began, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
                 loss, n, r, p = _accumulate(model, group, use_bf16)
+                check_finite_loss(loss, steps + 1, total)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
                 steps, targets, real, padded = steps + 1, targets + n, real + r, padded + p
@@ -172,6 +182,9 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update(1)
     bar.close()
+    if not all(bool(torch.isfinite(w).all()) for w in model.parameters()):  # a finite loss, an infinite gradient
+        raise UserError(f"fine-tuning left NaN or Inf weights after step {steps} of {total}; F_t is not saved: "
+                        f"lower finetune.learning_rate or finetune.max_grad_norm")
     model.eval()
     seconds = time.perf_counter() - t0
     return TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss, seconds)

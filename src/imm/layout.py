@@ -2,6 +2,7 @@
 
     runs/<name>/
       config.yaml                       resolved config, written before any work
+      run.lock                          held by the one `imm run` writing this folder (imm.run_lock)
       summary.csv                       arm,iteration,model,task,domain,metric,value,n
       timings.jsonl                     wall time of every stage that ran (a log)
       report/                           index.html and its figures (imm report), refreshed every iteration
@@ -32,7 +33,8 @@ TEACHER = "teacher"  # the distillation arms' teacher, evaluated at iteration 0 
 MODELS = (FINETUNED, MERGED)
 
 # Every top-level entry a run folder may hold; `imm run --restart` removes a folder holding only these.
-RUN_ENTRIES = ("config.yaml", "summary.csv", "timings.jsonl", "iter_0", "arms", "analysis_cache", "report")
+RUN_ENTRIES = ("config.yaml", "summary.csv", "timings.jsonl", "iter_0", "arms", "analysis_cache", "report",
+               "run.lock")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class RunLayout:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "run.lock"
 
     @property
     def summary(self) -> Path:

@@ -35,11 +35,12 @@ import yaml
 
 from imm import report
 from imm.arms import Arm, NextGenerator, Source, get_arm, shared_stages
-from imm.checkpoint import ResolvedModel, fetch_model
+from imm.checkpoint import LoadPolicy, ResolvedModel, fetch_model, load_policy
 from imm.config import RunConfig, experiment_settings, from_dict, load_config, to_dict
 from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout
 from imm.outputs import atomic_write_text, is_temporary, remove_written
+from imm.run_lock import RunLock
 
 
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
@@ -110,7 +111,10 @@ class Step:
             print(f"{tag} shared with {other} (same inputs and seeds)", flush=True)
             return
         started = time.perf_counter()
-        message = work() or ""
+        try:
+            message = work() or ""
+        except UserError as err:  # say where the run stopped: the arm, the iteration and the stage
+            raise UserError(f"{who} iteration {self.t}, {name}: {err}") from None
         seconds = time.perf_counter() - started
         print(f"{tag} {message} ({seconds:.1f}s)", flush=True)
         with open(self.layout.timings, "a") as f:
@@ -167,11 +171,21 @@ def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: P
 
 def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None) -> Path:
     layout = RunLayout(cfg.run_dir)
+    check_run_dir(layout, restart)  # before the lock file is made inside it
+    policy = LoadPolicy(cfg.model.allow_pickle, cfg.model.trust_remote_code)
+    with RunLock(layout.lock) as lock, load_policy(policy):  # one writer per run folder
+        return _run_locked(cfg, layout, restart, stages, lock)
+
+
+def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages | None, lock: RunLock) -> Path:
     arms = [get_arm(name) for name in cfg.arms]
     resolved = {"base": fetch_model(cfg.model.base)}  # hub ids become local folders once, before any work
     if any(a.samples_from is Source.TEACHER for a in arms):
         resolved["teacher"] = fetch_model(cfg.model.teacher)
     prepare_run_dir(cfg, layout, restart, resolved)
+    if restart:  # --restart deleted the folder with its lock file: lock the new one
+        lock.release()
+        lock.acquire()
     base, teacher = resolved["base"].folder, resolved["teacher"].folder if "teacher" in resolved else None
     stages = stages or real_stages(cfg, layout, base)
     started = time.perf_counter()
@@ -198,7 +212,7 @@ def check_run_dir(layout: RunLayout, restart: bool) -> None:
         return
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run folder; choose another name=... or out_dir=...")
-    if any(run_dir.iterdir()) and not layout.config.is_file():
+    if any(p != layout.lock for p in run_dir.iterdir()) and not layout.config.is_file():
         raise UserError(f"{run_dir} exists and holds no imm run (no config.yaml); imm writes runs only into new "
                         f"folders: choose another name=... or out_dir=...")
     if restart and (foreign := layout.foreign_entries()):

@@ -17,6 +17,7 @@ folder whose marker lists all it holds, or a run folder that holds only the run 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -35,8 +36,9 @@ _TEMPORARY = re.compile(r"\..+\.(tmp|old)-[^/]*")
 
 def temporary_sibling(path: Path, tag: str = "tmp") -> Path:
     """A new empty folder `.NAME.<tag>-XXXX` beside `path` (tag: tmp for work, old for a replaced output)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
+    with plain_write_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
 
 
 def is_temporary(path: Path) -> bool:
@@ -59,6 +61,44 @@ def read_marker(folder: Path) -> dict | None:
 
 def _foreign_files(folder: Path, marker: dict) -> list[str]:
     return [name for name in written_files(folder) if name not in set(marker["files"])]
+
+
+# --- a full disk or a folder that cannot be written: one line, not a traceback -------------------
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def write_error(err: BaseException, folder: Path, needed: int | None = None) -> UserError | None:
+    """The one line for a write into `folder` that failed because its disk is full (naming the space
+    needed) or the folder cannot be written; None for any other error. safetensors reports a full
+    disk as its own error type, whose message carries the OS's words."""
+    code = getattr(err, "errno", None)
+    if code in _FULL or "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+        existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), Path("."))
+        free = shutil.disk_usage(existing).free
+        need = f"about {_megabytes(needed)} needed" if needed else "more needed"
+        return UserError(f"no space left on the disk of {folder} ({_megabytes(free)} free, {need}); free space "
+                         f"and re-run the same command: finished stages are kept")
+    if code in _DENIED:
+        return UserError(f"cannot write into {folder}: {os.strerror(code)}; choose a folder you can write to")
+    return None
+
+
+@contextmanager
+def plain_write_errors(folder: Path, needed: int | None = None) -> Iterator[None]:
+    """Turn a full disk or an unwritable `folder` met inside the block into write_error's one line."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - only the write errors above are translated, the rest re-raised
+        line = write_error(err, folder, needed)
+        if line is None:
+            raise
+        raise line from None
 
 
 # --- the one place that deletes --------------------------------------------------------------
@@ -133,17 +173,19 @@ def check_output_dir(path: Path, kind: str, *, overwrite: bool = False, inputs: 
 
 @contextmanager
 def output_dir(path: Path, kind: str, *, overwrite: bool = False, inputs: Iterable[str | Path] = (),
-               flag: str = "--overwrite") -> Iterator[Path]:
+               flag: str = "--overwrite", needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder; on success it becomes `path` in one rename, with its marker.
 
     The target is checked before the work and again before the rename. On any error the temporary
-    folder is removed and `path` is left as it was."""
+    folder is removed and `path` is left as it was; a full disk is one line naming the folder and
+    the space `needed` (bytes, when the caller knows it)."""
     path, inputs = Path(path), tuple(inputs)
     check_output_dir(path, kind, overwrite=overwrite, inputs=inputs, flag=flag)
     tmp = temporary_sibling(path)
     try:
-        yield tmp
-        atomic_write_json(tmp / MARKER, {"kind": kind, "files": written_files(tmp)})
+        with plain_write_errors(path.parent, needed):
+            yield tmp
+            atomic_write_json(tmp / MARKER, {"kind": kind, "files": written_files(tmp)})
         check_output_dir(path, kind, overwrite=overwrite, inputs=inputs, flag=flag)
         _move_into_place(tmp, path)
     except BaseException:
@@ -176,11 +218,12 @@ def check_output_file(path: Path, *, overwrite: bool = False, flag: str = "--ove
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    path, needed = Path(path), len(text.encode())
+    with plain_write_errors(path.parent, needed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with plain_write_errors(path.parent, needed), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -137,16 +137,25 @@ def read_header(file: Path) -> dict[str, TensorEntry]:
             raise UserError(f"{file} is not a safetensors file (too short); re-save the checkpoint")
         (length,) = struct.unpack("<Q", raw)
         try:
+            if length > file.stat().st_size - 8:  # garbage: do not allocate what the first bytes claim
+                raise ValueError
             header = json.loads(f.read(length))
         except (ValueError, UnicodeDecodeError):
             raise UserError(f"{file} has a corrupt safetensors header; re-save the checkpoint") from None
     base = 8 + length
-    return {
-        name: TensorEntry(name, file, meta["dtype"], tuple(meta["shape"]),
-                          base + meta["data_offsets"][0], base + meta["data_offsets"][1])
-        for name, meta in header.items()
-        if name != "__metadata__"
-    }
+    try:
+        entries = {
+            name: TensorEntry(name, file, meta["dtype"], tuple(meta["shape"]),
+                              base + meta["data_offsets"][0], base + meta["data_offsets"][1])
+            for name, meta in header.items()
+            if name != "__metadata__"
+        }
+    except (KeyError, TypeError, IndexError, AttributeError):
+        raise UserError(f"{file} has a corrupt safetensors header; re-save the checkpoint") from None
+    expected = max((e.end for e in entries.values()), default=base)
+    if (size := file.stat().st_size) < expected:  # a copy or download cut short: fail before any tensor is read
+        raise UserError(f"{file} is truncated ({size:,} of {expected:,} bytes); re-copy the checkpoint")
+    return entries
 
 
 class TensorReader:

@@ -51,6 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_config_flag(parser, "--device", ModelConfig, "device", "auto, cpu, cuda, cuda:1 ...")
     add_config_flag(parser, "--dtype", ModelConfig, "dtype", "auto, float32, bfloat16, float16")
+    parser.add_argument("--allow-pickle", action="store_true", help="also load pickled .bin weights (they can run code)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run the Python code the checkpoint ships")
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -85,10 +87,11 @@ def _load_tasks(args: argparse.Namespace) -> list[tuple[str, object, list, list]
 def main(args: argparse.Namespace) -> int:
     _check_options(args)
     loaded = _load_tasks(args)
-    from imm.checkpoint import load_model
+    from imm.checkpoint import LoadPolicy, load_model, load_policy
     from imm.evaluation.harness import evaluate
 
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    with load_policy(LoadPolicy(args.allow_pickle, args.trust_remote_code)):
+        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     results = {}
     with output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model]) as tmp:
         for spec, task, problems, shots in loaded:

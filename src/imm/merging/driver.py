@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from imm.errors import UserError
 from imm.merging import sparsify as sp
 from imm.merging.compat import check_compatible
 from imm.merging.methods import TensorParams
@@ -118,7 +119,11 @@ def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu"
         else:
             entries = ((job.base,) if job.base is not None else ()) + job.inputs
             result = method.fn(_stack(reader, entries, first, stop, device), job.params, generators)
-        yield result.to(job.output.dtype).cpu()
+        result = result.to(job.output.dtype)
+        if not bool(torch.isfinite(result).all()):  # checked after the cast: float16 overflows to inf
+            raise UserError(f"merged tensor {job.output.name} holds NaN or Inf values; check that every input "
+                            f"checkpoint is finite (a diverged fine-tune) and that the weights fit {job.output.dtype}")
+        yield result.cpu()
 
 
 def _stack(reader: TensorReader, entries: Sequence[TensorEntry], first: int, stop: int | None,
@@ -154,7 +159,9 @@ def merge(spec: MergeSpec, out_dir: Path, *, seed: int = 0, device: str = "cpu",
             progress(done, len(plan.jobs))
 
     out_dir = Path(out_dir)
-    with output_dir(out_dir, "merge", overwrite=overwrite, inputs=spec.inputs()) as tmp, TensorReader() as reader:
+    needed = sum(job.output.nbytes for job in plan.jobs)
+    with output_dir(out_dir, "merge", overwrite=overwrite, inputs=spec.inputs(), needed=needed) as tmp, \
+            TensorReader() as reader:
         write_shards(tmp, shards, produce)
         _write_side_files(plan, tmp, seed)
     return out_dir
