@@ -36,9 +36,9 @@ import yaml
 from imm import report
 from imm.arms import Arm, NextGenerator, Source, get_arm, shared_stages
 from imm.checkpoint import LoadPolicy, ResolvedModel, fetch_model, load_policy
-from imm.config import RunConfig, experiment_settings, from_dict, load_config, to_dict
+from imm.config import RunConfig, experiment_settings, from_dict, load_config, per_seed, seeds_report_dir, to_dict
 from imm.errors import UserError
-from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout
+from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout, training_log
 from imm.outputs import atomic_write_text, is_temporary, remove_written
 from imm.run_lock import RunLock
 
@@ -59,6 +59,7 @@ class Stages:
     merge: Callable[[Path, Path, int, Path], str]  # (θ0, F_t, seed, θ_t)
     evaluate: Callable[[Path, int, Path], str]  # (model, seed, eval/<model>.json)
     analyse: Callable[[str, int], str]  # (arm, t): tables into the iteration's analysis/
+    report: Callable[[], None] = lambda: None  # refresh summary.csv and report/ (after every iteration)
 
 
 def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
@@ -80,10 +81,12 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
         sample=lambda writer, seed, out: sample_questions(writer, cfg.data, cfg.sampling, cfg.model, seed, out),
         verify=lambda samples, stats, out: build_training_set(cfg.filter, samples, out, stats),
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
-            init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device),
+            init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
+            log_out=training_log(stats)),
         merge=lambda theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge, seed),
         evaluate=lambda model, seed, out: evaluate_on_run_tasks(model, cfg.data, cfg.eval, cfg.model, seed, out),
         analyse=analyse,
+        report=lambda: report.refresh(layout.root),
     )
 
 
@@ -166,6 +169,7 @@ def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: P
                  shared="evaluate" if model == FINETUNED else None)
         if cfg.analysis.enabled:
             step("analyse", lambda: stages.analyse(a, t), layout.analysis(a, t))
+        stages.report()  # a long run can be watched: its summary and report after every iteration
         generator = layout.model(a, t, MERGED if arm.merges and arm.next_generator is NextGenerator.THETA else FINETUNED)
 
 
@@ -197,6 +201,7 @@ def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages
         run_arm(cfg, layout, arm, stages, base, teacher)
     rows = report.write_summary(cfg)
     print(report.format_table(rows, cfg))
+    stages.report()
     print(f"run folder: {cfg.run_dir}  ({time.perf_counter() - started:.0f}s)")
     return cfg.run_dir
 
@@ -264,5 +269,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, tuple(args.overrides))
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
-    run_loop(cfg, args.restart)
+    runs = [run_loop(c, args.restart) for c in per_seed(cfg)]  # seeds=[...]: one sibling run folder per seed
+    if len(runs) > 1:
+        print(f"seeds reported together: {report.write_runs(runs, seeds_report_dir(cfg))}")
     return 0

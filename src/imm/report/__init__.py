@@ -3,3 +3,4 @@
 
 from imm.report.summary import (  # noqa: F401  the summary is what most callers need
     HEADER, Column, SummaryRow, collect, format_table, iteration_models, read_summary, seeds_table, write_summary)
+from imm.report.cli import refresh, write_runs  # noqa: F401,E402  what `imm run` calls
