@@ -129,4 +129,4 @@ def test_imm_eval_checks_tasks_before_loading_the_model(tmp_path, capsys):
     gsm = tmp_path / "gsm.jsonl"
     gsm.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n", encoding="utf-8")
     assert cli.main(["eval", "--model", "x", "--task", f"gsm8k={gsm}", "--shots", "1", "--out", str(tmp_path / "out")]) == 2
-    assert "--shots drew demos from the evaluated questions" in capsys.readouterr().err
+    assert "gsm8k has 0 worked examples outside the asked questions, fewer than prompt.shots=1" in capsys.readouterr().err

@@ -24,6 +24,7 @@ import yaml
 from imm.arms import ARMS, get_arm, needs_teacher
 from imm.errors import UserError
 from imm.finetune import FinetuneConfig
+from imm.prompts import PromptConfig, check_prompt
 
 
 def run_option(default: Any) -> Any:
@@ -104,6 +105,7 @@ class RunConfig:
     arms: tuple[str, ...] = ("self_improve", "imm")  # names in imm.arms.ARMS
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     sampling: SampleConfig = field(default_factory=SampleConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -288,6 +290,7 @@ def validate(cfg: RunConfig) -> None:
              f"eval.diversity_temperature=0 is greedy: its {cfg.eval.diversity_k} samples would be identical; "
              f"set eval.diversity_k=0 or a temperature above 0")
     _require(0 < cfg.sampling.top_p <= 1, f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
+    check_prompt(cfg.prompt)
     _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
     _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")
     _require(cfg.finetune.init_from in ("generator", "base"), f"finetune.init_from must be generator or base, got {cfg.finetune.init_from!r}")

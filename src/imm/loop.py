@@ -78,13 +78,13 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
         return "layers.csv, importance.csv, superficiality.json"
 
     return Stages(
-        sample=lambda writer, seed, out: sample_questions(writer, cfg.data, cfg.sampling, cfg.model, seed, out),
+        sample=lambda writer, seed, out: sample_questions(writer, cfg.data, cfg.prompt, cfg.sampling, cfg.model, seed, out),
         verify=lambda samples, stats, out: build_training_set(cfg.filter, samples, out, stats),
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
             log_out=training_log(stats)),
         merge=lambda theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge, seed),
-        evaluate=lambda model, seed, out: evaluate_on_run_tasks(model, cfg.data, cfg.eval, cfg.model, seed, out),
+        evaluate=lambda model, seed, out: evaluate_on_run_tasks(model, cfg.data, cfg.prompt, cfg.eval, cfg.model, seed, out),
         analyse=analyse,
         report=lambda: report.refresh(layout.root),
     )

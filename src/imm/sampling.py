@@ -21,6 +21,7 @@ from imm.tasks.base import STOP_STRINGS
 
 if TYPE_CHECKING:
     from imm.config import DataConfig, ModelConfig, SampleConfig
+    from imm.prompts import PromptConfig
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,13 @@ class Sample:
     mean_entropy: float
 
 
-def sample_questions(model_path: Path, data: "DataConfig", s: "SampleConfig", m: "ModelConfig", seed: int,
-                     out: Path) -> str:
+def sample_questions(model_path: Path, data: "DataConfig", prompt: "PromptConfig", s: "SampleConfig",
+                     m: "ModelConfig", seed: int, out: Path) -> str:
     """S_t: K completions of every training question by the model at `model_path`, judged, written to `out`."""
     from imm.checkpoint import load_model
     from imm.errors import UserError
     from imm.outputs import atomic_write_jsonl
+    from imm.prompts import prompter
     from imm.tasks.registry import get_task
     from imm.verify import steps_correct
 
@@ -123,9 +125,10 @@ def sample_questions(model_path: Path, data: "DataConfig", s: "SampleConfig", m:
     if not problems:
         raise UserError(f"task {data.train_task} has no training questions; pick another data.train_task")
     model, tokenizer = load_model(model_path, device=m.device, dtype=m.dtype)
-    prompts = [task.prompt(p) for p in problems]
+    ask = prompter(task, prompt, tokenizer)
+    prompts = [ask(p) for p in problems]
     groups = generate(model, tokenizer, prompts, k=s.k, temperature=s.temperature, top_p=s.top_p,
-                      max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, stop=task.stop, seed=seed,
+                      max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, stop=ask.stop, seed=seed,
                       desc="sample")
     flat = [(problem, prompt, j, c) for problem, prompt, group in zip(problems, prompts, groups)
             for j, c in enumerate(group)]

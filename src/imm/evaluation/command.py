@@ -13,9 +13,11 @@ Every task spec, data file and the output folder are checked before the model is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from imm.config import EvalConfig, ModelConfig, SampleConfig, add_config_flag
+from imm.prompts import PromptConfig, Prompter, check_prompt, prompter
 from imm.errors import UserError
 from imm.outputs import atomic_write_json, atomic_write_jsonl, check_output_dir, output_dir
 from imm.tasks.registry import TASKS, get_task
@@ -45,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also draw K samples per question: pass@K, maj@K, diversity (default: 0)")
     add_config_flag(parser, "--temperature", EvalConfig, "diversity_temperature", "sampling temperature for --samples")
     add_config_flag(parser, "--top-p", SampleConfig, "top_p", "nucleus sampling for --samples")
-    parser.add_argument("--shots", type=int, default=0, help="few-shot demos from the task's train split (default: 0)")
+    add_config_flag(parser, "--shots", PromptConfig, "shots", "worked examples from the task's train split")
+    add_config_flag(parser, "--chat", PromptConfig, "chat", "the tokenizer's chat template: auto, on or off")
     add_config_flag(parser, "--max-new-tokens", EvalConfig, "max_new_tokens", "tokens generated per answer")
     add_config_flag(parser, "--batch-size", EvalConfig, "batch_size", "sequences per generation batch")
     parser.add_argument("--seed", type=int, default=0)
@@ -67,20 +70,19 @@ def _check_options(args: argparse.Namespace) -> None:
     check_output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model])
 
 
-def _load_tasks(args: argparse.Namespace) -> list[tuple[str, object, list, list]]:
-    """(spec, task, problems, shots) per task, all read now: a bad file fails before the model loads."""
+def _load_tasks(args: argparse.Namespace) -> list[tuple[object, list, Prompter]]:
+    """(task, problems, prompter) per task, all read now: a bad file fails before the model loads.
+    Worked examples (--shots) come from the train split and never repeat an evaluated question."""
     loaded, names = [], set()
+    prompt = PromptConfig(shots=args.shots, chat=args.chat)
+    check_prompt(prompt)
     for spec in args.task:
         task = get_task(spec)
         if task.name in names:
             raise UserError(f"task {task.name!r} is given twice; give each task once")
         names.add(task.name)
         problems = task.problems(args.split)[: args.limit]
-        shots = task.problems("train")[: args.shots] if args.shots else []
-        if {s.question for s in shots} & {p.question for p in problems}:
-            raise UserError(f"task {task.name!r}: --shots drew demos from the evaluated questions "
-                            f"(a single file serves every split); give a folder with train.jsonl and {args.split}.jsonl")
-        loaded.append((spec, task, problems, shots))
+        loaded.append((task, problems, prompter(task, prompt, asked=problems)))
     return loaded
 
 
@@ -94,10 +96,10 @@ def main(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     results = {}
     with output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model]) as tmp:
-        for spec, task, problems, shots in loaded:
+        for task, problems, prompts in loaded:
             result = evaluate(model, tokenizer, task, problems, k=args.samples, temperature=args.temperature,
                               top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                              seed=args.seed, shots=shots)
+                              seed=args.seed, prompter=dataclasses.replace(prompts, tokenizer=tokenizer))
             atomic_write_jsonl(tmp / f"samples_{task.name}.jsonl", result.rows)
             results[task.name] = {**result.metrics, "n": result.n}
             print(_line(task.name, results[task.name]), flush=True)

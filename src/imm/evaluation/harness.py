@@ -9,11 +9,14 @@ the diversity figures are defined in `imm.evaluation.diversity`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from imm import verify
 from imm.evaluation import diversity
-from imm.tasks.base import STOP_STRINGS, Problem, Task
+from imm.tasks.base import Problem, Task
+
+if TYPE_CHECKING:
+    from imm.prompts import Prompter
 
 
 class CompletionLike(Protocol):  # imm.sampling.Completion
@@ -33,13 +36,16 @@ class EvalResult:
 def evaluate(
     model, tokenizer, task: Task, problems: Sequence[Problem], *, k: int = 0, temperature: float = 1.0,
     top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 64, seed: int = 0,
-    shots: Sequence[Problem] = (),
+    prompter: "Prompter | None" = None,
 ) -> EvalResult:
-    """Greedy zero-shot accuracy (both metrics) and, for k > 0, the figures of k samples per question."""
+    """Greedy accuracy (both metrics) and, for k > 0, the figures of k samples per question. Prompts come
+    from `prompter` (imm.prompts: worked examples, chat template), by default the task's zero-shot prompt."""
+    from imm.prompts import Prompter
     from imm.sampling import generate  # torch is imported only when a model is really evaluated
 
-    prompts = [task.prompt(p, shots) for p in problems]
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=getattr(task, "stop", STOP_STRINGS))
+    prompter = prompter or Prompter(task)
+    prompts = [prompter(p) for p in problems]
+    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=prompter.stop)
     greedy = generate(model, tokenizer, prompts, k=1, temperature=0.0, seed=seed, desc=f"{task.name} greedy", **options)
     sampled = None
     if k > 0:

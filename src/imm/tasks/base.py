@@ -31,10 +31,11 @@ class Task:
     def problems(self, split: str) -> list[Problem]:
         raise NotImplementedError
 
-    def prompt(self, problem: Problem, shots: Sequence[Problem] = ()) -> str:
-        """Zero-shot (no shots) or few-shot chain-of-thought prompt; the model continues after it."""
-        demos = "".join(f"{_question_block(s)} {s.solution}\n\n" for s in shots)
-        return demos + _question_block(problem)
+    def prompt(self, problem: Problem, shots: Sequence[Problem] = (), cue: str = COT_TRIGGER) -> str:
+        """Zero-shot (no shots) or few-shot chain-of-thought prompt; the model continues after it.
+        (imm.prompts builds every prompt of a run through this, or through a chat template.)"""
+        demos = "".join(f"{_question_block(s, cue)} {s.solution}\n\n" for s in shots)
+        return demos + _question_block(problem, cue)
 
     def check(self, completion: str, problem: Problem, metric: str = verify.STRICT) -> verify.Verdict:
         """The one definition of correct: used by the training filter and by every reported metric."""
@@ -49,5 +50,5 @@ class Task:
         return verify.check_many(completions, golds, kind=self.answer_kind, metric=metric)
 
 
-def _question_block(problem: Problem) -> str:
-    return f"Question: {problem.question}\nAnswer: {COT_TRIGGER}"
+def _question_block(problem: Problem, cue: str = COT_TRIGGER) -> str:
+    return f"Question: {problem.question}\nAnswer: {cue}".rstrip()
