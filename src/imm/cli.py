@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("imm.evaluation", "evaluate a model on reasoning tasks"),
     "score": ("imm.score", "re-score saved completions with the answer checker"),
     "analyze": ("imm.analysis.cli", "layer-wise update and importance analysis"),
+    "convert": ("imm.convert", "write a Hugging Face checkpoint from a GGUF file"),
     "report": ("imm.report.cli", "an HTML report (and Markdown tables) of one run or several seeds"),
 }
 

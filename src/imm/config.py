@@ -23,7 +23,7 @@ import yaml
 
 from imm.arms import ARMS, get_arm, needs_teacher
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig
+from imm.finetune import METHODS, FinetuneConfig
 from imm.prompts import PromptConfig, check_prompt
 
 
@@ -256,6 +256,16 @@ def apply_override(data: dict, override: str) -> None:
 
 def load_config(name_or_path: str = "default", overrides: tuple[str, ...] = ()) -> RunConfig:
     data = _read_yaml(name_or_path)
+def _check_finetune_method(f: FinetuneConfig) -> None:
+    """LoRA's and autocast's fields; whether the target modules exist is known only once the model loads."""
+    _require(f.method in METHODS, f"finetune.method must be one of {', '.join(METHODS)}, got {f.method!r}")
+    _require(f.lora_rank > 0, f"finetune.lora_rank must be positive, got {f.lora_rank}")
+    _require(f.lora_alpha > 0, f"finetune.lora_alpha must be positive, got {f.lora_alpha}")
+    _require(0 <= f.lora_dropout < 1, f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}")
+    _require(bool(f.lora_targets), "finetune.lora_targets must name at least one module, e.g. [q_proj, v_proj]")
+    _require(f.bf16_autocast in (True, False, "auto"), f"finetune.bf16_autocast must be auto, true or false, got {f.bf16_autocast!r}")
+
+
     for override in overrides:
         apply_override(data, override)
     cfg = from_dict(RunConfig, data)
@@ -281,6 +291,7 @@ def validate(cfg: RunConfig) -> None:
     _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
+    _check_finetune_method(cfg.finetune)
     _require(cfg.sampling.k > 0, f"sampling.k must be positive, got {cfg.sampling.k}")
     _require(cfg.sampling.temperature >= 0, f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
     _require(cfg.sampling.temperature > 0 or cfg.sampling.k == 1,

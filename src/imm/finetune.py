@@ -1,8 +1,12 @@
-"""Fine-tuning: full-parameter SFT on the verified samples (METHOD.md §2, F_t = fine-tune(init, D_t)).
+"""Fine-tuning: SFT on the verified samples (METHOD.md §2, F_t = fine-tune(init, D_t)).
 
 An explicit training loop, no Trainer: loss on the response tokens only, AdamW, linear warm-up then
 cosine decay, gradient accumulation, gradient clipping, length-bucketed batches (little padding),
-fp32 on CPU and bf16 autocast where the GPU supports it.
+fp32 on CPU and bf16 autocast where the GPU supports it (or wherever `bf16_autocast: true` asks).
+
+`method: lora` trains a LoRA adapter (Hu et al., arXiv 2106.09685) through peft and folds it into the
+weights before F_t is saved: F_t is a plain checkpoint and F_t − init is exactly B·A·(alpha/rank) on
+the targeted projections, zero elsewhere, so merging sees the LoRA update as its task vector.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -23,6 +27,13 @@ from tqdm.auto import tqdm
 from imm.errors import UserError
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
+METHODS = ("full", "lora")
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _run_option(default):
+    """How to compute, not what (imm.config.run_option; defined here too since config imports this module)."""
+    return field(default=default, metadata={"run_option": True})
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,13 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     max_length: int = 512  # [paper code]
     bucket_chunks: int = 50  # batches per length-sorted chunk: larger = less padding, less shuffling
+    method: str = "full"  # full: every weight [paper]; lora: a folded LoRA adapter [ours]
+    lora_rank: int = 16
+    lora_alpha: float = 32.0  # the update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names: attention and MLP projections
+    bf16_autocast: bool | str = _run_option("auto")  # auto: on a CUDA GPU with bf16 | true | false
+    gradient_checkpointing: bool = _run_option(False)  # recompute activations in backward: less memory
 
 
 @dataclass(frozen=True)
@@ -105,8 +123,12 @@ def lr_at(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _trainable(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]  # all of them, or only the LoRA factors
+
+
 def _optimizer(model, cfg: FinetuneConfig, total_steps: int):
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(_trainable(model), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = max(1, round(cfg.warmup_ratio * total_steps))
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total_steps, warmup))
 
@@ -151,6 +173,31 @@ def step_log(path: Path | None) -> Iterator:
         board.close()
 
 
+def use_bf16_autocast(setting: bool | str, device_type: str) -> bool:
+    """auto: on a CUDA GPU that supports bf16; true: wherever torch autocasts (CPU included); false: never."""
+    if setting == "auto":
+        return device_type == "cuda" and torch.cuda.is_bf16_supported()
+    return setting is True
+
+
+def add_lora(model, cfg: FinetuneConfig):
+    """`model` wrapped in a fresh LoRA adapter on `cfg.lora_targets` (B = 0, so it starts as `model`)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), bias="none")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:  # peft names the target modules it did not find
+        raise UserError(f"finetune.lora_targets {list(cfg.lora_targets)} do not fit this model "
+                        f"({str(err).splitlines()[0]}); name its linear layers, e.g. [q_proj, v_proj]") from None
+
+
+def fold_lora(model):
+    """The plain model with W ← W + B·A·(alpha/rank) on every adapted module, the adapter removed."""
+    return model.merge_and_unload()
+
+
 def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
           desc: str | None = "fine-tune", log: Path | None = None) -> TrainStats:
     """Fine-tune `model` in place on (prompt, response) pairs; `log` gets one JSON line per step."""
@@ -160,7 +207,9 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
     lengths = [len(ids) for ids, _ in examples]
     total = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
     opt, sched = _optimizer(model, cfg, total)
-    use_bf16 = model.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = use_bf16_autocast(cfg.bf16_autocast, model.device.type)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     steps = targets = real = padded = 0
     loss, t0 = float("nan"), time.perf_counter()
     bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None, leave=False)
@@ -173,7 +222,7 @@ def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfi
                 began, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
                 loss, n, r, p = _accumulate(model, group, use_bf16)
                 check_finite_loss(loss, steps + 1, total)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(_trainable(model), cfg.max_grad_norm)
                 opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
                 steps, targets, real, padded = steps + 1, targets + n, real + r, padded + p
                 write({"step": steps, "epoch": epoch + 1, "loss": loss, "lr": lr,
@@ -201,7 +250,9 @@ def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stat
     if not examples:
         save_model(model, tokenizer, out)
         return "no verified sample: F_t is a copy of its init (warning recorded)"
+    if cfg.method == "lora":
+        model = add_lora(model, cfg)
     stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed, log=log_out)
     atomic_write_json(stats_out, stats)
-    save_model(model, tokenizer, out)
+    save_model(fold_lora(model) if cfg.method == "lora" else model, tokenizer, out)
     return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"
