@@ -81,8 +81,8 @@ def test_markdown_tables_carry_the_hand_derived_numbers(tmp_path):
     assert cli(["report", str(run), "--markdown", str(md)]) == 0
     text = md.read_text()
     assert "| θ0 | 0 | 50.0 | 75.0 | 75.0 |" in text
-    assert "| self_improve (F_t) | 1 | 100.0 | 25.0 | 25.0 |" in text
-    assert "| imm (θ_t (merged)) | 1 | 75.0 | 100.0 | 100.0 |" in text
+    assert "| self_improve F_t | 1 | 100.0 | 25.0 | 25.0 |" in text
+    assert "| imm θ_t (merged) | 1 | 75.0 | 100.0 | 100.0 |" in text
     assert "| arith_vocab | +75.0 |" in text and "| 0.25 | 3 / 0 | +75.0 | 1/1 |" in text
     assert "| self_improve | 1 | 0.0 / 50.0 | 50.0 / 0.0 |" in text  # arith: learned 2 of 4; vocab: forgot 2
     assert "| self_improve | 1 | F_t | ablation | -1.00 | 0.083 | 3.3 (uniform 25.0) |" in text

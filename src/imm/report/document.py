@@ -98,7 +98,7 @@ def accuracy_table(runs: list[Run], metric: str = STRICT) -> Table:
         means = [compare.value(runs, arm, t, task, metric, model) for task in ood]
         ood_mean = compare.spread([sum(v) / len(v) for v in zip(*(m.values for m in means))]) if all(means) and means else None
         cells = [value_cell(runs, arm, t, model, task, metric) for task, _ in tasks]
-        rows.append((Cell(label if t == 0 else f"{arm} ({MODEL_NAMES[model]})"), Cell(str(t)), *cells, Cell(fmt(ood_mean))))
+        rows.append((Cell(label if t == 0 else f"{arm} {MODEL_NAMES[model]}"), Cell(str(t)), *cells, Cell(fmt(ood_mean))))
     spread_note = f"; mean (min–max) over {len(runs)} runs" if len(runs) > 1 else ""
     return Table(f"Greedy {metric} accuracy (%)", header, tuple(rows),
                  f"each arm's θ_t: the merged model where the arm merges, else F_t{spread_note}")
@@ -123,7 +123,7 @@ def collapse_table(runs: list[Run]) -> Table:
     rows = []
     for label, arm, t, model in model_rows(runs):
         cells = [value_cell(runs, arm, t, model, task, metric, scale, digits) for _, metric, scale, digits in columns]
-        rows.append((Cell(label if t == 0 else f"{arm} ({MODEL_NAMES[model]})"), Cell(str(t)), *cells))
+        rows.append((Cell(label if t == 0 else f"{arm} {MODEL_NAMES[model]}"), Cell(str(t)), *cells))
     k, q = runs[0].cfg.eval.diversity_k, runs[0].cfg.eval.diversity_questions
     return Table(f"Collapse: {k} samples per question on {q} in-domain test questions", ("model", "t", *[c[0] for c in columns]),
                  tuple(rows), "EAD-2: distinct bigrams over the number expected from uniform draws (length-corrected)")
