@@ -110,8 +110,10 @@ COLLAPSE = (("pass@{k} (%)", "pass@{k}", 100.0, 1), ("unique answers", "unique-a
 
 
 def collapse_columns(runs: list[Run]) -> list[tuple[str, str, float, int]]:
-    k = runs[0].cfg.eval.diversity_k
-    return [(h.format(k=k), m.format(k=k), scale, digits) for h, m, scale, digits in COLLAPSE]
+    """The collapse figures the runs hold (EAD, for one, is missing from runs made before it existed)."""
+    k, task = runs[0].cfg.eval.diversity_k, diversity_task(runs)
+    held = {r.metric for run in runs for r in run.rows if r.task == task}
+    return [(h.format(k=k), m.format(k=k), scale, digits) for h, m, scale, digits in COLLAPSE if m.format(k=k) in held]
 
 
 def diversity_task(runs: list[Run]) -> str:
