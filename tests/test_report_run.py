@@ -1,0 +1,53 @@
+"""What `imm run` adds for reports: a per-step training log, and seeds=[...] as one command."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from imm.cli import main
+from imm.finetune import FinetuneConfig, lr_at, train
+from imm.world.tokenizer import train_tokenizer
+
+from test_report_build import make_run
+
+
+def test_training_writes_loss_lr_and_throughput_per_step(tmp_path):
+    """16 pairs, batch 8, 2 epochs: 4 optimizer steps; warm-up is max(1, round(0.03·4)) = 1 step, so the
+    rates are 1e-2·lr_at(s, 4, 1) for s = 0..3: 1e-2 (warm-up), then 1e-2·½(1 + cos(π·(s−1)/3)) = 1e-2, 7.5e-3, 2.5e-3."""
+    tok = train_tokenizer(["Question: 2 + 3 = ?\nAnswer: 2 + 3 = 5. The answer is 5."] * 20, vocab_size=300)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128))
+    log = tmp_path / "train_log.jsonl"
+    stats = train(model, tok, [("Question: 2 + 3 = ?\nAnswer:", " 2 + 3 = 5. The answer is 5.")] * 16,
+                  FinetuneConfig(learning_rate=1e-2, epochs=2, batch_size=8), desc=None, log=log)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["epoch"] for r in rows] == [1, 1, 2, 2]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-2 * lr_at(s, 4, 1) for s in range(4)])
+    assert [r["lr"] for r in rows] == pytest.approx([1e-2, 1e-2, 7.5e-3, 2.5e-3])
+    assert rows[-1]["loss"] == pytest.approx(stats.final_loss) and all(r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_seeds_run_as_one_command_into_sibling_folders_reported_together(tmp_path, monkeypatch, capsys):
+    """`imm run seeds=[0,1]` runs smoke-seed0 and smoke-seed1 (the loop is stood in for by hand-made
+    runs) and writes their joint report to smoke-seeds/."""
+    ran = []
+
+    def fake_loop(cfg, restart=False, stages=None):
+        ran.append((cfg.name, cfg.seed, cfg.seeds))
+        return make_run(cfg.run_dir, seed=cfg.seed)
+
+    monkeypatch.setattr("imm.loop.run_loop", fake_loop)
+    assert main(["run", "--config", "smoke", f"out_dir={tmp_path}", "seeds=[0,1]"]) == 0
+    assert ran == [("smoke-seed0", 0, ()), ("smoke-seed1", 1, ())]
+    page = (tmp_path / "smoke-seeds" / "index.html").read_text()
+    assert "seed0 (seed 0)" in page and "seed1 (seed 1)" in page
+    assert f"seeds reported together: {tmp_path / 'smoke-seeds' / 'index.html'}" in capsys.readouterr().out
+
+
+def test_a_seed_listed_twice_is_refused_before_any_run(tmp_path, capsys):
+    assert main(["run", "--config", "smoke", f"out_dir={tmp_path}", "seeds=[1,1]"]) == 2
+    assert "seeds lists a seed twice" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
