@@ -27,11 +27,18 @@ ANSWERS = {  # (arm, t, model) -> task -> correct per problem
     ("imm", 1, "finetuned"): {"arith": [1, 1, 1, 1], "arith_vocab": [0, 0, 1, 0]},
     ("imm", 1, "merged"): {"arith": [1, 1, 1, 0], "arith_vocab": [1, 1, 1, 1]},
 }
-UNIQUE = {"generator": 1.5, "finetuned": 1.0, "merged": 1.25}
+UNIQUE = {"generator": 1.5, "finetuned": 1.0, "merged": 1.25, "teacher": 2.0}
+DISTILL = {  # the distillation arms' models and the teacher, for runs with all four arms
+    (None, 0, "teacher"): {"arith": [1, 1, 1, 1], "arith_vocab": [1, 1, 1, 1]},
+    ("distill", 1, "finetuned"): {"arith": [1, 1, 1, 0], "arith_vocab": [0, 1, 1, 0]},
+    ("distill_imm", 1, "finetuned"): {"arith": [1, 1, 1, 0], "arith_vocab": [0, 1, 1, 0]},
+    ("distill_imm", 1, "merged"): {"arith": [1, 1, 0, 0], "arith_vocab": [1, 1, 1, 0]},
+}
 
 
-def make_run(root: Path, seed: int = 0, **settings) -> Path:
-    cfg = RunConfig(name=root.name, out_dir=str(root.parent), seed=seed, iterations=1, arms=("self_improve", "imm"),
+def make_run(root: Path, seed: int = 0, distill: bool = False, **settings) -> Path:
+    arms = ("self_improve", "imm", "distill", "distill_imm") if distill else ("self_improve", "imm")
+    cfg = RunConfig(name=root.name, out_dir=str(root.parent), seed=seed, iterations=1, arms=arms,
                     data=DataConfig(id_tasks=("arith",), ood_tasks=("arith_vocab",)),
                     eval=EvalConfig(limit=4, diversity_k=2, diversity_questions=4),
                     analysis=AnalysisConfig(importance=("ablation",)))
@@ -39,10 +46,11 @@ def make_run(root: Path, seed: int = 0, **settings) -> Path:
     layout = RunLayout(root)
     root.mkdir(parents=True)
     layout.config.write_text(yaml.safe_dump(to_dict(cfg)))
-    for (arm, t, model), tasks in ANSWERS.items():
-        path = layout.reference_evaluation() if t == 0 else layout.evaluation(arm, t, model)
+    for (arm, t, model), tasks in (ANSWERS | (DISTILL if distill else {})).items():
+        path = layout.reference_evaluation(model) if t == 0 else layout.evaluation(arm, t, model)
         write_evaluation(path, tasks, model)
-    for arm, models in (("self_improve", ["finetuned"]), ("imm", ["finetuned", "merged"])):
+    trained = (("self_improve", ["finetuned"]), ("imm", ["finetuned", "merged"]))
+    for arm, models in trained + ((("distill", ["finetuned"]), ("distill_imm", ["finetuned", "merged"])) if distill else ()):
         write_analysis(layout.analysis(arm, 1), models)
         (layout.finetuned(arm, 1)).mkdir(parents=True)
     layout.timings.write_text(json.dumps({"arm": "reference", "iteration": 0, "stage": "evaluate", "seconds": 2.0}) + "\n")
@@ -87,6 +95,18 @@ def test_markdown_tables_carry_the_hand_derived_numbers(tmp_path):
     assert "| self_improve | 1 | 0.0 / 50.0 | 50.0 / 0.0 |" in text  # arith: learned 2 of 4; vocab: forgot 2
     assert "| self_improve | 1 | F_t | ablation | -1.00 | 0.083 | 3.3 (uniform 25.0) |" in text
     assert "arith_vocab problem arith_vocab-0 (gold 0): θ0: ✓ 0; self_improve t=1: ✗ 7; imm t=1: ✓ 0" in text
+
+
+def test_distillation_arms_are_compared_with_each_other_and_the_teacher_is_a_reference(tmp_path):
+    """distill_imm − distill on arith_vocab: [1,1,1,0] vs [0,1,1,0], one problem gained: +25 points."""
+    run = make_run(tmp_path / "seed0", distill=True)
+    md = tmp_path / "t.md"
+    assert cli(["report", str(run), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "| teacher | 0 | 100.0 | 100.0 | 100.0 |" in text
+    assert "**distill_imm − distill at t = 1 (B = distill_imm, A = distill)**" in text
+    assert "| arith_vocab | +25.0 |" in text.split("distill_imm − distill")[1]
+    assert (RunLayout(run).report / "accuracy.png").is_file()
 
 
 def test_the_page_shows_summary_csv_and_its_figures_exist(tmp_path):
