@@ -77,9 +77,8 @@ def curves(panels: list[Panel], labels: list[str], columns: int = 3) -> bytes:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), frameon=False,
-               bbox_to_anchor=(0.5, -0.02 - 0.02 * rows))
     fig.tight_layout()
+    fig.legend(handles, names, loc="upper center", ncol=min(6, len(names)), frameon=False, bbox_to_anchor=(0.5, 0.0))
     return _png(fig)
 
 
