@@ -9,6 +9,7 @@ unpickled) and a checkpoint's own Python code never runs, unless the `LoadPolicy
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -130,6 +131,12 @@ def check_weight_files(folder: Path, allow_pickle: bool = False) -> None:
     from imm.tensor_files import tensor_table
 
     folder = Path(folder)
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        pass  # resolve_model_path names a folder without config.json
+    except (OSError, ValueError) as err:
+        raise UserError(f"{folder / 'config.json'} is not a readable JSON file ({err}); re-copy the checkpoint") from None
     if any(folder.glob("*.safetensors")):
         tensor_table(folder)
         return

@@ -232,6 +232,8 @@ def _read_yaml(name_or_path: str) -> dict:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UserError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as err:  # a folder, a binary file, no permission
+        raise UserError(f"cannot read config {path}: {getattr(err, 'strerror', None) or err}; pass a YAML file") from None
     if not isinstance(data, dict):
         raise UserError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
     return data

@@ -66,7 +66,7 @@ def _foreign_files(folder: Path, marker: dict) -> list[str]:
 # --- a full disk or a folder that cannot be written: one line, not a traceback -------------------
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)  # ENOTDIR: a file on the path
 
 
 def _megabytes(n: int) -> str:
