@@ -48,12 +48,12 @@ def summary_section(runs: list[Run]) -> Section:
         t = compare.last(runs, arm)
         found = {d.task: d for d in compare.changes_from_theta0(runs, arm, t)}
         parts = [claim(found[name], f"{name} {'(ID)' if name == id_task else ''}".strip())
-                 for name in (id_task, OOD_MEAN) if name in found]
+                 for name in headline_tasks(runs) if name in found]
         section.bullets.append(f"**{arm}** after {t} iteration{'s' * (t > 1)}, against θ0: " + "; ".join(parts) + ".")
     for plain, merged in compare.merge_pairs(runs):
         t = min(compare.last(runs, plain), compare.last(runs, merged))
         found = {d.task: d for d in compare.arm_differences(runs) if d.a == (plain, t)}
-        parts = [claim(found[name], name) for name in (id_task, OOD_MEAN) if name in found]
+        parts = [claim(found[name], name) for name in headline_tasks(runs) if name in found]
         section.bullets.append(f"**{merged} vs {plain}** at t = {t}: " + "; ".join(parts) + ".")
     section.bullets += collapse_words(runs) + layer_words(runs)
     section.paragraphs.append(
@@ -61,6 +61,13 @@ def summary_section(runs: list[Run]) -> Section:
         "Differences are paired over the same test problems; a direction is claimed only where the 95% "
         "interval excludes zero" + (" and every run agrees." if len(runs) > 1 else "."))
     return section
+
+
+def headline_tasks(runs: list[Run]) -> list[str]:
+    """The in-domain task and the out-of-domain mean (the one OOD task where there is only one)."""
+    groups = [label for label, _ in compare.task_groups(runs)]
+    ood = [t for t, d in runs[0].tasks if d == "ood"]
+    return [runs[0].tasks[0][0], OOD_MEAN if OOD_MEAN in groups else ood[0]] if ood else [runs[0].tasks[0][0]]
 
 
 def collapse_words(runs: list[Run]) -> list[str]:
