@@ -9,7 +9,8 @@
       iter_0/eval/generator.json        θ0's evaluation, shared by every arm (+ teacher.json with a teacher)
       analysis_cache/                   layer importance of θ0, computed once
       arms/<arm>/iter_<t>/
-        samples.jsonl                   S_t: every sampled completion, with its verdict
+        samples.jsonl                   S_t: every sampled completion, with its verdict and prompt
+        samples.generation.json         the generation settings S_t was drawn with
         dataset.jsonl                   D_t: the verified, filtered training set (+ dataset_stats.json)
         finetuned/                      F_t  (Hugging Face checkpoint; + finetune_stats.json beside it)
         train_log.jsonl                 loss, learning rate and throughput of every optimizer step
@@ -110,7 +111,7 @@ class RunLayout:
     def stage_files(self, stage: str, arm: str, t: int) -> tuple[Path, ...]:
         """What one stage writes, the output that marks it done last: what two arms share, they link."""
         files = {
-            "sample": (self.samples(arm, t),),
+            "sample": (generation_record(self.samples(arm, t)), self.samples(arm, t)),
             "verify": (self.dataset_stats(arm, t), self.dataset(arm, t)),
             "finetune": (self.finetune_stats(arm, t), self.training_log(arm, t), self.finetuned(arm, t)),
             "evaluate": (eval_samples(self.evaluation(arm, t, FINETUNED)), self.evaluation(arm, t, FINETUNED)),
@@ -130,6 +131,11 @@ class RunLayout:
         from imm.outputs import is_temporary
 
         return sorted(p.name for p in self.root.iterdir() if p.name not in RUN_ENTRIES and not is_temporary(p))
+
+
+def generation_record(samples: Path) -> Path:
+    """samples.generation.json beside samples.jsonl: the generation settings the samples were drawn with."""
+    return samples.with_suffix(".generation.json")
 
 
 def eval_samples(evaluation: Path) -> Path:

@@ -45,18 +45,37 @@ def _entropies(scores: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.stack(out)
 
 
-@torch.no_grad()
-def _generate_batch(model, tokenizer, prompts, k, temperature, top_p, max_new_tokens, stop, seed):
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    torch.manual_seed(seed)
+def generation_settings(tokenizer, *, k: int, temperature: float, top_p: float, max_new_tokens: int,
+                        stop: Sequence[str]) -> dict:
+    """Every generation field that shapes the next-token distribution, set explicitly [ours]: a checkpoint's
+    own defaults (a repetition penalty, top-k, min-p, no-repeat n-grams, ...) never change what "greedy" or
+    "temperature T, top-p P" means here. Temperature 0 is greedy decoding."""
     sample = temperature > 0
-    out = model.generate(
-        **enc, max_new_tokens=max_new_tokens, num_return_sequences=k, do_sample=sample,
-        temperature=temperature if sample else None, top_p=top_p if sample else None, top_k=0 if sample else None,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        stop_strings=list(stop) or None, tokenizer=tokenizer,
+    return dict(
+        max_new_tokens=max_new_tokens, min_new_tokens=0, num_return_sequences=k, num_beams=1, do_sample=sample,
+        temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0, top_k=0 if sample else None,
+        min_p=0.0 if sample else None, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, renormalize_logits=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, stop_strings=list(stop) or None,
         output_scores=True, return_dict_in_generate=True,
     )
+
+
+def effective_settings(model, settings: dict) -> dict:
+    """What generation really used: our fields, and the checkpoint's own for whatever we leave unset."""
+    own = {k: v for k, v in model.generation_config.to_dict().items() if v is not None and not k.startswith("_")}
+    return {**own, **{k: v for k, v in settings.items() if v is not None}}
+
+
+@torch.no_grad()
+def _generate_batch(model, tokenizer, prompts, k, temperature, top_p, max_new_tokens, stop, seed):
+    from transformers import GenerationConfig
+
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    torch.manual_seed(seed)
+    settings = generation_settings(tokenizer, k=k, temperature=temperature, top_p=top_p,
+                                   max_new_tokens=max_new_tokens, stop=stop)
+    out = model.generate(**enc, generation_config=GenerationConfig(**settings), tokenizer=tokenizer)
     new = out.sequences[:, enc["input_ids"].shape[1]:]  # (batch*k, steps)
     entropy = _entropies(out.scores).T  # (batch*k, steps)
     return [_completion(tokenizer, row, ent, stop) for row, ent in zip(new, entropy)]
@@ -115,7 +134,8 @@ def sample_questions(model_path: Path, data: "DataConfig", prompt: "PromptConfig
     """S_t: K completions of every training question by the model at `model_path`, judged, written to `out`."""
     from imm.checkpoint import load_model
     from imm.errors import UserError
-    from imm.outputs import atomic_write_jsonl
+    from imm.layout import generation_record
+    from imm.outputs import atomic_write_json, atomic_write_jsonl
     from imm.prompts import prompter
     from imm.tasks.registry import get_task
     from imm.verify import steps_correct
@@ -135,6 +155,9 @@ def sample_questions(model_path: Path, data: "DataConfig", prompt: "PromptConfig
     verdicts = task.check_many([c.text for *_, c in flat], [problem for problem, *_ in flat])
     samples = [Sample(problem.id, j, prompt, c.text, problem.answer, v.extracted, v.correct, steps_correct(c.text),
                       c.num_tokens, c.mean_entropy) for (problem, prompt, j, c), v in zip(flat, verdicts)]
+    settings = generation_settings(tokenizer, k=s.k, temperature=s.temperature, top_p=s.top_p,
+                                   max_new_tokens=s.max_new_tokens, stop=ask.stop)
+    atomic_write_json(generation_record(out), effective_settings(model, settings) | {"chat_template": ask.chat})
     atomic_write_jsonl(out, samples)
     return f"{len(samples)} samples of {len(problems)} questions"
 
