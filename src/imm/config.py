@@ -100,7 +100,6 @@ class RunConfig:
     out_dir: str = "runs"
     seed: int = 0
     seeds: tuple[int, ...] = ()  # several seeds: one run each, sibling folders <name>-seed<s> (`per_seed`)
-    seeds: tuple[int, ...] = ()  # several seeds: one run each, sibling folders <name>-seed<s> (`per_seed`)
     iterations: int = 3  # [paper code]
     arms: tuple[str, ...] = ("self_improve", "imm")  # names in imm.arms.ARMS
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -116,19 +115,6 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
-
-
-def per_seed(cfg: RunConfig) -> list[RunConfig]:
-    """The runs of one command: the config itself, or with `seeds` one config per seed, each a plain
-    single-seed run in the sibling folder <name>-seed<s> (as `imm run seed=S name=<name>-seed<S>` makes it)."""
-    if not cfg.seeds:
-        return [cfg]
-    return [dataclasses.replace(cfg, seed=s, seeds=(), name=f"{cfg.name}-seed{s}") for s in cfg.seeds]
-
-
-def seeds_report_dir(cfg: RunConfig) -> Path:
-    """Where the runs of `seeds` are reported together: <out_dir>/<name>-seeds/."""
-    return Path(cfg.out_dir) / f"{cfg.name}-seeds"
 
 
 def per_seed(cfg: RunConfig) -> list[RunConfig]:
@@ -258,16 +244,6 @@ def apply_override(data: dict, override: str) -> None:
 
 def load_config(name_or_path: str = "default", overrides: tuple[str, ...] = ()) -> RunConfig:
     data = _read_yaml(name_or_path)
-def _check_finetune_method(f: FinetuneConfig) -> None:
-    """LoRA's and autocast's fields; whether the target modules exist is known only once the model loads."""
-    _require(f.method in METHODS, f"finetune.method must be one of {', '.join(METHODS)}, got {f.method!r}")
-    _require(f.lora_rank > 0, f"finetune.lora_rank must be positive, got {f.lora_rank}")
-    _require(f.lora_alpha > 0, f"finetune.lora_alpha must be positive, got {f.lora_alpha}")
-    _require(0 <= f.lora_dropout < 1, f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}")
-    _require(bool(f.lora_targets), "finetune.lora_targets must name at least one module, e.g. [q_proj, v_proj]")
-    _require(f.bf16_autocast in (True, False, "auto"), f"finetune.bf16_autocast must be auto, true or false, got {f.bf16_autocast!r}")
-
-
     for override in overrides:
         apply_override(data, override)
     cfg = from_dict(RunConfig, data)
@@ -278,6 +254,16 @@ def _check_finetune_method(f: FinetuneConfig) -> None:
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
+
+
+def _check_finetune_method(f: FinetuneConfig) -> None:
+    """LoRA's and autocast's fields; whether the target modules exist is known only once the model loads."""
+    _require(f.method in METHODS, f"finetune.method must be one of {', '.join(METHODS)}, got {f.method!r}")
+    _require(f.lora_rank > 0, f"finetune.lora_rank must be positive, got {f.lora_rank}")
+    _require(f.lora_alpha > 0, f"finetune.lora_alpha must be positive, got {f.lora_alpha}")
+    _require(0 <= f.lora_dropout < 1, f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}")
+    _require(bool(f.lora_targets), "finetune.lora_targets must name at least one module, e.g. [q_proj, v_proj]")
+    _require(f.bf16_autocast in (True, False, "auto"), f"finetune.bf16_autocast must be auto, true or false, got {f.bf16_autocast!r}")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -291,9 +277,7 @@ def validate(cfg: RunConfig) -> None:
         get_arm(arm)
     _require(len(set(cfg.arms)) == len(cfg.arms), f"arms lists an arm twice: {list(cfg.arms)}; list each once")
     _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
-    _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
-    _check_finetune_method(cfg.finetune)
     _require(cfg.sampling.k > 0, f"sampling.k must be positive, got {cfg.sampling.k}")
     _require(cfg.sampling.temperature >= 0, f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
     _require(cfg.sampling.temperature > 0 or cfg.sampling.k == 1,
@@ -307,6 +291,7 @@ def validate(cfg: RunConfig) -> None:
     _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
     _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")
     _require(cfg.finetune.init_from in ("generator", "base"), f"finetune.init_from must be generator or base, got {cfg.finetune.init_from!r}")
+    _check_finetune_method(cfg.finetune)
     _require(0 < cfg.merge.density <= 1, f"merge.density must be in (0, 1], got {cfg.merge.density}")
     _require(cfg.eval.limit > 0, f"eval.limit must be positive, got {cfg.eval.limit}")
     _require(cfg.name and "/" not in cfg.name, f"name must be a plain folder name, got {cfg.name!r}")
