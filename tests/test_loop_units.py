@@ -137,10 +137,11 @@ def test_an_iteration_without_verified_samples_warns_and_records_it(tmp_path, ca
 
     from imm.layout import read_jsonl
     from imm.outputs import atomic_write_jsonl
+    from imm.sampling import read_samples
     from imm.verify.training_set import build_training_set
 
     atomic_write_jsonl(tmp_path / "samples.jsonl", [row("a", "The answer is 5.", correct=False)])
-    message = build_training_set(cfg().filter, tmp_path / "samples.jsonl", tmp_path / "dataset.jsonl",
+    message = build_training_set(cfg().filter, read_samples(tmp_path / "samples.jsonl"), tmp_path / "dataset.jsonl",
                                  tmp_path / "dataset_stats.json")
     assert message.startswith("0/1 verified") and read_jsonl(tmp_path / "dataset.jsonl") == []
     assert "no verified sample" in json.loads((tmp_path / "dataset_stats.json").read_text())["warning"]

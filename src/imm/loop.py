@@ -66,7 +66,7 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
     from imm.evaluation.suite import evaluate_on_run_tasks
     from imm.finetune import finetune_checkpoint
     from imm.merging.merge_back import merge_back
-    from imm.sampling import sample_questions
+    from imm.sampling import read_samples, sample_questions
     from imm.verify.training_set import build_training_set, read_training_set
 
     def analyse(arm: str, t: int) -> str:
@@ -79,7 +79,7 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
 
     return Stages(
         sample=lambda writer, seed, out: sample_questions(writer, cfg.data, cfg.prompt, cfg.sampling, cfg.model, seed, out),
-        verify=lambda samples, stats, out: build_training_set(cfg.filter, samples, out, stats),
+        verify=lambda samples, stats, out: build_training_set(cfg.filter, read_samples(samples), out, stats),
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
             log_out=training_log(stats)),

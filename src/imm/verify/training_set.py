@@ -41,12 +41,10 @@ def select(f: "FilterConfig", samples: Sequence["Sample"]) -> list[Example]:
     return kept
 
 
-def build_training_set(f: "FilterConfig", samples_path: Path, out: Path, stats_out: Path) -> str:
+def build_training_set(f: "FilterConfig", samples: Sequence["Sample"], out: Path, stats_out: Path) -> str:
     """Write D_t (`out`, the output that marks the stage done, last) and its counts (`stats_out`)."""
     from imm.outputs import atomic_write_json, atomic_write_jsonl
-    from imm.sampling import read_samples
 
-    samples = read_samples(samples_path)
     dataset = select(f, samples)
     stats = {"samples": len(samples), "correct": sum(s.correct for s in samples),
              "questions_solved": len({s.id for s in samples if s.correct}), "kept": len(dataset)}
