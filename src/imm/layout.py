@@ -33,38 +33,27 @@ GENERATOR, FINETUNED, MERGED = "generator", "finetuned", "merged"  # θ0 (iterat
 TEACHER = "teacher"  # the distillation arms' teacher, evaluated at iteration 0 beside θ0
 MODELS = (FINETUNED, MERGED)
 
-# Every top-level entry a run folder may hold; `imm run --restart` removes a folder holding only these.
-RUN_ENTRIES = ("config.yaml", "summary.csv", "timings.jsonl", "iter_0", "arms", "analysis_cache", "report",
-               "run.lock")
+# The run folder's own top-level files and folders, by attribute; `imm run --restart` removes a folder
+# that holds only these (and the `iter_0` and `arms` trees).
+TOP_LEVEL = {"config": "config.yaml", "lock": "run.lock", "summary": "summary.csv", "timings": "timings.jsonl",
+             "report": "report", "importance_cache": "analysis_cache"}
+RUN_ENTRIES = (*TOP_LEVEL.values(), "iter_0", "arms")
+
+
+def _top_level(attribute: str) -> property:
+    return property(lambda self: self.root / TOP_LEVEL[attribute], doc=f"<run>/{TOP_LEVEL[attribute]}")
 
 
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "run.lock"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.csv"
-
-    @property
-    def timings(self) -> Path:
-        return self.root / "timings.jsonl"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def importance_cache(self) -> Path:
-        return self.root / "analysis_cache"
+    config = _top_level("config")  # the resolved config, written before any work
+    lock = _top_level("lock")  # held by the process that writes the run
+    summary = _top_level("summary")
+    timings = _top_level("timings")
+    report = _top_level("report")
+    importance_cache = _top_level("importance_cache")  # θ0's layer importance, measured once
 
     def reference_evaluation(self, model: str = GENERATOR) -> Path:
         """Iteration 0, shared by every arm: θ0 (`generator`) and, with distillation arms, the teacher."""
