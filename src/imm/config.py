@@ -24,6 +24,7 @@ import yaml
 from imm.arms import ARMS, get_arm, needs_teacher
 from imm.errors import UserError
 from imm.finetune import METHODS, FinetuneConfig
+from imm.merging.merge_back import check_merge_block
 from imm.prompts import PromptConfig, check_prompt
 
 
@@ -74,6 +75,7 @@ class MergeConfig:
     method: str = "imm"  # [paper code] θ_t = θ0 + λ·DARE_p(F_t − θ0); any method of imm merge [ours]
     weight: Union[float, list[float]] = 0.5  # λ [paper code]; a list is interpolated over depth [ours]
     density: float = 0.8  # keep rate 1 − p, p = 0.2 [paper code]
+    parameters: dict[str, Any] = field(default_factory=dict)  # the method's other parameters (gamma, epsilon, ...)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except UserError:
                 pass
         raise UserError(f"config key {where} has the wrong type: {value!r} is none of {hint}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key {where} must be a mapping, got {value!r}")
+        return dict(value)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise UserError(f"config key {where} must be a list, got {value!r}")
@@ -293,6 +299,7 @@ def validate(cfg: RunConfig) -> None:
     _require(cfg.finetune.init_from in ("generator", "base"), f"finetune.init_from must be generator or base, got {cfg.finetune.init_from!r}")
     _check_finetune_method(cfg.finetune)
     _require(0 < cfg.merge.density <= 1, f"merge.density must be in (0, 1], got {cfg.merge.density}")
+    check_merge_block(cfg.merge)
     _require(cfg.eval.limit > 0, f"eval.limit must be positive, got {cfg.eval.limit}")
     _require(cfg.name and "/" not in cfg.name, f"name must be a plain folder name, got {cfg.name!r}")
     for spec in (cfg.data.train_task, *cfg.data.id_tasks, *cfg.data.ood_tasks, cfg.analysis.probe_task):

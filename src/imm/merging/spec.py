@@ -65,15 +65,18 @@ class MergeSpec:
         return cls.from_dict(raw)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> "MergeSpec":
+    def from_dict(cls, raw: Any, *, folders_exist: bool = True) -> "MergeSpec":
+        """A validated spec; `folders_exist=False` checks everything but the checkpoint folders (a run's
+        merge block is checked when its config loads, before F_t exists)."""
         if not isinstance(raw, Mapping):
             raise UserError("the merge config must be a mapping with merge_method, base_model and models")
         _check_top_keys(raw)
         method = _method_name(raw)
-        base = _folder("base_model", raw["base_model"]) if raw.get("base_model") is not None else None
+        folder = _folder if folders_exist else _folder_name
+        base = folder("base_model", raw["base_model"]) if raw.get("base_model") is not None else None
         if base is None and METHODS[method].base == "required":
             raise UserError(f"merge_method {method} needs base_model; add base_model: PATH_TO_THE_ORIGINAL_MODEL")
-        models = _models(raw, method, base)
+        models = _models(raw, method, base, folder)
         shared = _parameters_block(raw.get("parameters"), "parameters")
         spec = cls(method, base, models, shared, _dtype(raw, "dtype"), _dtype(raw, "out_dtype"),
                    _tokenizer_source(raw.get("tokenizer_source")), dict(raw))
@@ -130,10 +133,14 @@ def _method_name(raw: Mapping) -> str:
     return method
 
 
-def _folder(where: str, value: Any) -> Path:
+def _folder_name(where: str, value: Any) -> Path:
     if not isinstance(value, (str, Path)) or not str(value):
         raise UserError(f"{where} must be a checkpoint folder path, got {value!r}")
-    path = Path(value).expanduser()
+    return Path(value).expanduser()
+
+
+def _folder(where: str, value: Any) -> Path:
+    path = _folder_name(where, value)
     if not path.is_dir():
         raise UserError(f"{where}: checkpoint folder {path} does not exist; give a local Hugging Face checkpoint folder")
     if not (path / "config.json").is_file():
@@ -145,7 +152,7 @@ def _same(a: Path, b: Path | None) -> bool:
     return b is not None and a.resolve() == b.resolve()
 
 
-def _models(raw: Mapping, method: str, base: Path | None) -> tuple[ModelInput, ...]:
+def _models(raw: Mapping, method: str, base: Path | None, folder=_folder) -> tuple[ModelInput, ...]:
     entries = raw["models"]
     if not isinstance(entries, list) or not entries:
         raise UserError("models: must be a non-empty list of {model: PATH, parameters: {...}}")
@@ -153,7 +160,7 @@ def _models(raw: Mapping, method: str, base: Path | None) -> tuple[ModelInput, .
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping) or "model" not in entry or set(entry) - {"model", "parameters"}:
             raise UserError(f"models[{i}] must be a mapping with model: PATH and optional parameters:, got {entry!r}")
-        path = _folder(f"models[{i}].model", entry["model"])
+        path = folder(f"models[{i}].model", entry["model"])
         if any(_same(path, m.path) for m in models):
             raise UserError(f"models[{i}]: {path} is listed twice; list each model once")
         if METHODS[method].task_vectors or method == "slerp":
