@@ -25,7 +25,7 @@ class EchoTask(Task):
 
     name = "echo"
 
-    def prompt(self, problem, shots=()):
+    def prompt(self, problem, shots=(), cue=""):
         return problem.question
 
     def check(self, completion, problem, metric="strict-match"):

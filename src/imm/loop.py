@@ -74,7 +74,8 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
 
         a = cfg.analysis
         analyze_iteration(layout.root, arm, t, base=base, probe_task=a.probe_task, probe_size=a.probe_size,
-                          importance=a.importance, max_new_tokens=cfg.eval.max_new_tokens, device=cfg.model.device)
+                          importance=a.importance, max_new_tokens=cfg.eval.max_new_tokens, device=cfg.model.device,
+                          prompt=cfg.prompt)
         return "layers.csv, importance.csv, superficiality.json"
 
     return Stages(

@@ -4,8 +4,9 @@
     gradient  ‖∇_{θ_l} L‖₂, L = the SFT loss (mean over response tokens of the whole probe) on the
               gold solutions, the same loss fine-tuning minimises
 
-The probe is the first `size` test problems of a task that carry a gold solution; the prompt is
-`task.prompt(problem)` and the response `" " + problem.solution`, as fine-tuning writes them.
+The probe is the first `size` test problems of a task that carry a gold solution; the prompt is the run's
+(imm.prompts, as sampling and evaluation build it) and the response `" " + problem.solution`, as
+fine-tuning writes them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Iterator, Sequence
 import torch
 
 from imm.errors import UserError
+from imm.prompts import PromptConfig, prompter
 from imm.tasks.base import Problem, Task
 from imm.tasks.registry import get_task
 from imm.tensor_files import BLOCK_CONTAINERS
@@ -30,6 +32,7 @@ MAX_LENGTH = 512  # [paper code] fine-tuning's max length, so the gradient is of
 class Probe:
     task: Task
     problems: tuple[Problem, ...]
+    prompt: PromptConfig = PromptConfig()  # asked as sampling and evaluation ask (imm.prompts)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Importance:
     skipped_accuracy: dict[int, float] | None = None  # ablation only: accuracy with block l skipped
 
 
-def probe_set(task_name: str, size: int) -> Probe:
+def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig()) -> Probe:
     """The first `size` test problems of `task_name` that have a gold solution; UserError if none do."""
     if size < 1:
         raise UserError(f"probe size must be at least 1, got {size}; pass --probe-size 64")
@@ -50,7 +53,7 @@ def probe_set(task_name: str, size: int) -> Probe:
     problems = tuple(p for p in task.problems(PROBE_SPLIT) if p.solution)[:size]
     if not problems:
         raise UserError(f"task {task_name!r} has no test problems with a gold solution; pick another --probe task")
-    return Probe(task, problems)
+    return Probe(task, problems, prompt)
 
 
 def decoder_blocks(model) -> torch.nn.ModuleList:
@@ -88,9 +91,9 @@ def probe_accuracy(model, tokenizer, probe: Probe, *, max_new_tokens: int, batch
     """Greedy zero-shot accuracy on the probe, judged by the task's one definition of correct."""
     from imm.sampling import generate
 
-    prompts = [probe.task.prompt(p) for p in probe.problems]
-    outputs = generate(model, tokenizer, prompts, k=1, temperature=0.0, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size)
+    ask = prompter(probe.task, probe.prompt, tokenizer)
+    outputs = generate(model, tokenizer, [ask(p) for p in probe.problems], k=1, temperature=0.0,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, stop=ask.stop)
     correct = [probe.task.check(out[0].text, p).correct for out, p in zip(outputs, probe.problems)]
     return sum(correct) / len(correct)
 
@@ -110,7 +113,8 @@ def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16,
     """‖∇_{θ_l} L‖₂ per block, L the mean response-token cross-entropy over the whole probe."""
     from imm.finetune import collate, encode_example, sum_loss
 
-    examples = [encode_example(tokenizer, probe.task.prompt(p), " " + p.solution, max_length) for p in probe.problems]
+    ask = prompter(probe.task, probe.prompt, tokenizer)
+    examples = [encode_example(tokenizer, ask(p), " " + p.solution, max_length) for p in probe.problems]
     blocks = decoder_blocks(model)
     with _grads_only_for(model, blocks):
         tokens = 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imm.analysis.importance import Importance, check_kinds, measure, probe_set
+from imm.prompts import PromptConfig
 from imm.outputs import atomic_write_json
 
 
@@ -55,10 +56,13 @@ def cached_importance(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     device: str = "auto",
+    prompt: PromptConfig = PromptConfig(),
 ) -> dict[str, Importance]:
     """Importance of checkpoint `folder` for every kind in `kinds`, measuring (and loading) only what is missing."""
     check_kinds(kinds)
     settings = {"probe_task": probe_task, "probe_size": probe_size, "max_new_tokens": max_new_tokens}
+    if prompt != PromptConfig():
+        settings["prompt"] = asdict(prompt)  # the default prompt keeps the keys of caches written before prompts
     # The gradient generates nothing, so its cache entry does not depend on max_new_tokens.
     per_kind = {kind: settings if kind == "ablation" else {**settings, "max_new_tokens": None} for kind in kinds}
     files = {kind: cache_file(cache_dir, folder, kind, per_kind[kind]) for kind in kinds}
@@ -66,7 +70,7 @@ def cached_importance(
     if missing:
         from imm.checkpoint import load_model
 
-        probe = probe_set(probe_task, probe_size)  # validated before the model is loaded
+        probe = probe_set(probe_task, probe_size, prompt)  # validated before the model is loaded
         model, tokenizer = load_model(folder, device=device)
         measured = measure(model, tokenizer, probe, missing, max_new_tokens=max_new_tokens, batch_size=batch_size)
         for kind, importance in measured.items():

@@ -17,7 +17,9 @@ from imm.analysis.importance_cache import cached_importance
 from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
 from imm.analysis.updates import layer_rows, stream_stats
+from imm.config import from_dict
 from imm.errors import UserError
+from imm.prompts import PromptConfig
 from imm.layout import FINETUNED, MERGED, RunLayout
 from imm.outputs import check_output_dir, output_dir
 
@@ -66,6 +68,7 @@ def analyze_iteration(
     importance: tuple[str, ...] = ("ablation", "gradient"),
     max_new_tokens: int = 256,
     device: str = "auto",
+    prompt: PromptConfig = PromptConfig(),
 ) -> None:
     """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present."""
     layout = RunLayout(Path(run_dir))
@@ -80,8 +83,8 @@ def analyze_iteration(
     rows = layer_rows(names, groups, FINETUNED, previous=previous)
     if MERGED in checkpoints:
         rows += layer_rows(names, groups, MERGED, previous=previous, finetuned=FINETUNED)
-    imp = cached_importance(base, importance, layout.importance_cache, probe_task=probe_task,
-                            probe_size=probe_size, max_new_tokens=max_new_tokens, device=device) if importance else {}
+    imp = cached_importance(base, importance, layout.importance_cache, probe_task=probe_task, probe_size=probe_size,
+                            max_new_tokens=max_new_tokens, device=device, prompt=prompt) if importance else {}
     context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
                "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
     with output_dir(out, ANALYSIS, overwrite=True) as tmp:  # inside a run folder imm owns every path
@@ -108,6 +111,8 @@ def run_settings(run_dir: Path) -> dict:
         raise UserError(f"{config_path} has no model.base; pass --base explicitly")
     base = ((config.get("resolved") or {}).get("base") or {}).get("folder") or model["base"]  # a hub id's local copy
     settings = {"base": str(base), "device": model.get("device", "auto")}
+    if config.get("prompt"):
+        settings["prompt"] = from_dict(PromptConfig, config["prompt"], "prompt.")  # the run's prompts probe it
     for key in ("probe_task", "probe_size", "importance"):
         if key in analysis:
             settings[key] = tuple(analysis[key]) if key == "importance" else analysis[key]
