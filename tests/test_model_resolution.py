@@ -57,3 +57,13 @@ def test_a_run_records_where_its_models_came_from(hub_cache, tmp_path):
     assert ("sample", layout.samples("imm", 1)) in recorder.calls
     assert recorder.name(hub_cache) == "θ0" and '"from": "\\u03b80"' in layout.samples("imm", 1).read_text()
     run_loop(cfg, stages=recorder.stages())  # the recorded folder does not stop a resume
+
+
+def test_a_run_with_an_uncached_hub_id_writes_nothing(hub_cache, tmp_path):
+    from imm.config import RunConfig, from_dict
+    from imm.loop import run_loop
+
+    cfg = from_dict(RunConfig, {"out_dir": str(tmp_path / "runs"), "model": {"base": "imm-test/missing"}})
+    with pytest.raises(UserError, match="imm-test/missing is not in the Hugging Face cache"):
+        run_loop(cfg)
+    assert not (tmp_path / "runs").exists()

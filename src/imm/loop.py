@@ -177,16 +177,17 @@ def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: P
 def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None) -> Path:
     layout = RunLayout(cfg.run_dir)
     check_run_dir(layout, restart)  # before the lock file is made inside it
+    resolved = {"base": fetch_model(cfg.model.base)}  # hub ids become local folders once, before anything is written
+    if any(get_arm(name).samples_from is Source.TEACHER for name in cfg.arms):
+        resolved["teacher"] = fetch_model(cfg.model.teacher)
     policy = LoadPolicy(cfg.model.allow_pickle, cfg.model.trust_remote_code)
     with RunLock(layout.lock) as lock, load_policy(policy):  # one writer per run folder
-        return _run_locked(cfg, layout, restart, stages, lock)
+        return _run_locked(cfg, layout, restart, stages, lock, resolved)
 
 
-def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages | None, lock: RunLock) -> Path:
+def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages | None, lock: RunLock,
+                resolved: dict[str, ResolvedModel]) -> Path:
     arms = [get_arm(name) for name in cfg.arms]
-    resolved = {"base": fetch_model(cfg.model.base)}  # hub ids become local folders once, before any work
-    if any(a.samples_from is Source.TEACHER for a in arms):
-        resolved["teacher"] = fetch_model(cfg.model.teacher)
     prepare_run_dir(cfg, layout, restart, resolved)
     if restart:  # --restart deleted the folder with its lock file: lock the new one
         lock.release()
