@@ -55,6 +55,13 @@ def test_chat_models_get_their_template_and_stop_at_the_end_of_their_turn():
         Prompter(task, PromptConfig(chat="on"), object()).chat
 
 
+def test_yaml_on_and_off_mean_the_chat_modes():
+    from imm.config import load_config
+
+    assert Prompter(Toy(), load_config("smoke", ("prompt.chat=on",)).prompt, ChatTokenizer()).chat
+    assert not Prompter(Toy(), load_config("smoke", ("prompt.chat=off",)).prompt, ChatTokenizer()).chat
+
+
 def test_bad_prompt_settings_are_refused():
     with pytest.raises(UserError, match="prompt.chat must be one of auto, on, off"):
         check_prompt(PromptConfig(chat="yes"))

@@ -199,7 +199,7 @@ def add_config_flag(parser, flag: str, cls: type, name: str, help: str, *, defau
     shown = ",".join(shown) if isinstance(shown, tuple) else shown
     section = next(f.name for f in dataclasses.fields(RunConfig) if f.type in (cls, cls.__name__))
     kind = (lambda text: tuple(part.strip() for part in text.split(",") if part.strip())) \
-        if typing.get_origin(hint) is tuple else hint
+        if typing.get_origin(hint) is tuple else str if typing.get_origin(hint) in (Union, types.UnionType) else hint
     parser.add_argument(flag, type=kind, default=value, help=f"{help} (default {shown}, as `imm run`'s {section}.{name})")
 
 

@@ -10,7 +10,7 @@ every sample keeps the prompt it was written for.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Sequence, Union
 
 from imm.errors import UserError
 from imm.tasks.base import COT_TRIGGER, Problem, Task
@@ -22,15 +22,20 @@ CHAT_MODES = ("auto", "on", "off")
 class PromptConfig:
     shots: int = 0  # [paper code: few-shot CoT] worked examples from the train split, never an asked question
     cue: str = COT_TRIGGER  # [paper code] the chain-of-thought cue after the question
-    chat: str = "auto"  # auto: the tokenizer's chat template when it has one | on | off [ours]
+    chat: Union[str, bool] = "auto"  # auto: the tokenizer's chat template when it has one | on | off [ours]
     # [ours] the answer format, told to chat models (base models learn it from the worked examples)
     instruction: str = 'Solve the problem step by step, then end with "The answer is N." where N is the final answer.'
+
+
+def chat_mode(chat: str | bool) -> str:
+    """YAML reads a bare on/off as true/false: both spellings mean the same mode."""
+    return {True: "on", False: "off"}.get(chat, chat) if isinstance(chat, bool) else chat
 
 
 def check_prompt(p: PromptConfig) -> None:
     if p.shots < 0:
         raise UserError(f"prompt.shots must be 0 or more, got {p.shots}")
-    if p.chat not in CHAT_MODES:
+    if chat_mode(p.chat) not in CHAT_MODES:
         raise UserError(f"prompt.chat must be one of {', '.join(CHAT_MODES)}, got {p.chat!r}")
 
 
@@ -46,9 +51,10 @@ class Prompter:
     @property
     def chat(self) -> bool:
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if self.config.chat == "on" and not has_template:
+        mode = chat_mode(self.config.chat)
+        if mode == "on" and not has_template:
             raise UserError("prompt.chat=on but the model's tokenizer has no chat template; use prompt.chat=auto or off")
-        return self.config.chat == "on" or (self.config.chat == "auto" and has_template)
+        return mode == "on" or (mode == "auto" and has_template)
 
     @property
     def stop(self) -> tuple[str, ...]:
