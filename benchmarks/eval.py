@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from imm import cli
-from imm.checkpoint import BUILTIN_DIR
+from imm.models import BUILTIN_DIR
 from imm.evaluation import score_completions
 from imm.tasks.registry import get_task
 

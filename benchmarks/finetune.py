@@ -12,7 +12,7 @@ import argparse
 
 from _log import append_section
 
-from imm.checkpoint import load_model
+from imm.models import load_model
 from imm.finetune import FinetuneConfig, train
 from imm.tasks.registry import get_task
 

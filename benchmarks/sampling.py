@@ -12,7 +12,7 @@ import time
 
 from _log import append_section
 
-from imm.checkpoint import load_model
+from imm.models import load_model
 from imm.sampling import generate
 from imm.tasks.registry import get_task
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from _log import append_section
 
-from imm.checkpoint import load_model
+from imm.models import load_model
 from imm.cli import main as imm
 from imm.config import load_config
 from imm.finetune import add_lora, train

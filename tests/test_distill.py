@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from imm.checkpoint import BUILTIN_DIR
+from imm.models import BUILTIN_DIR
 from imm.cli import main
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def permuted_teacher(folder: Path) -> Path:
 
 
 def test_a_teacher_with_another_tokenizer_teaches_through_text(tmp_path):
-    from imm.checkpoint import load_model
+    from imm.models import load_model
 
     teacher = permuted_teacher(tmp_path / "teacher")
     (_, base_tok), (_, teacher_tok) = load_model("builtin", device="cpu"), load_model(teacher, device="cpu")

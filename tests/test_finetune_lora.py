@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from imm.checkpoint import save_model
+from imm.models import save_model
 from imm.cli import main
 from imm.config import load_config
 from imm.errors import UserError

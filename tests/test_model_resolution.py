@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from imm.checkpoint import BUILTIN_DIR, fetch_model
+from imm.models import BUILTIN_DIR, fetch_model
 from imm.errors import UserError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

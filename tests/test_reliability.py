@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import save_file
 
 from imm import cli, verify
-from imm.checkpoint import BUILTIN_DIR, load_model, save_model
+from imm.models import BUILTIN_DIR, load_model, save_model
 from imm.errors import UserError
 from imm.finetune import FinetuneConfig, finetune_checkpoint
 from imm.outputs import atomic_write_text, is_temporary

@@ -1,7 +1,7 @@
 """Generation settings are ours, not the checkpoint's: a model's own generation_config.json (a repetition
 penalty, top-k, min-p, no-repeat n-grams, a temperature) changes neither greedy nor sampled completions."""
 
-from imm.checkpoint import load_model
+from imm.models import load_model
 from imm.sampling import generate
 
 PROMPTS = ["Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer: Let's think step by step.",

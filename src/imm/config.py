@@ -42,7 +42,7 @@ class ModelConfig:
     device: str = run_option("auto")  # auto | cpu | cuda[:N]
     dtype: str = run_option("auto")  # auto | float32 | bfloat16 | float16
     threads: int = run_option(0)  # CPU threads for torch; 0 = torch's default (one per core)
-    allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.checkpoint)
+    allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.models)
     trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
 
 
@@ -274,7 +274,7 @@ def _check_finetune_method(f: FinetuneConfig) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Everything that can be checked before a model is loaded (fail before the expensive part)."""
-    from imm.checkpoint import check_weight_files, resolve_model_path
+    from imm.models import check_weight_files, resolve_model_path
     from imm.tasks.registry import get_task
 
     _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")

@@ -243,7 +243,7 @@ def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stat
                         device: str = "auto", log_out: Path | None = None) -> str:
     """F_t = fine-tune(init, D_t): train a float32 copy of `init` on `examples` (records with `prompt` and
     `response`) and save it to `out`; the stats are written first, since the checkpoint marks the stage done."""
-    from imm.checkpoint import load_model, save_model
+    from imm.models import load_model, save_model
     from imm.outputs import atomic_write_json
 
     model, tokenizer = load_model(init, device=device, dtype="float32")

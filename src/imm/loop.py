@@ -35,7 +35,7 @@ import yaml
 
 from imm import report
 from imm.arms import Arm, NextGenerator, Source, get_arm, shared_stages
-from imm.checkpoint import LoadPolicy, ResolvedModel, fetch_model, load_policy
+from imm.models import LoadPolicy, ResolvedModel, fetch_model, load_policy
 from imm.config import RunConfig, experiment_settings, from_dict, load_config, per_seed, seeds_report_dir, to_dict
 from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout, training_log

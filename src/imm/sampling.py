@@ -132,7 +132,7 @@ class Sample:
 def sample_questions(model_path: Path, data: "DataConfig", prompt: "PromptConfig", s: "SampleConfig",
                      m: "ModelConfig", seed: int, out: Path) -> str:
     """S_t: K completions of every training question by the model at `model_path`, judged, written to `out`."""
-    from imm.checkpoint import load_model
+    from imm.models import load_model
     from imm.errors import UserError
     from imm.layout import generation_record
     from imm.outputs import atomic_write_json, atomic_write_jsonl

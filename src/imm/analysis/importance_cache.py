@@ -68,7 +68,7 @@ def cached_importance(
     files = {kind: cache_file(cache_dir, folder, kind, per_kind[kind]) for kind in kinds}
     missing = [kind for kind, path in files.items() if not path.exists()]
     if missing:
-        from imm.checkpoint import load_model
+        from imm.models import load_model
 
         probe = probe_set(probe_task, probe_size, prompt)  # validated before the model is loaded
         model, tokenizer = load_model(folder, device=device)

@@ -30,7 +30,7 @@ PREVIOUS = "previous"
 
 def base_folder(base: str | Path) -> Path:
     """θ0 as a local folder ("builtin" -> the shipped model); analysis reads safetensors from disk."""
-    from imm.checkpoint import resolve_model_path
+    from imm.models import resolve_model_path
 
     where = resolve_model_path(base)
     if not isinstance(where, Path):

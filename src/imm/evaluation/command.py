@@ -89,7 +89,7 @@ def _load_tasks(args: argparse.Namespace) -> list[tuple[object, list, Prompter]]
 def main(args: argparse.Namespace) -> int:
     _check_options(args)
     loaded = _load_tasks(args)
-    from imm.checkpoint import LoadPolicy, load_model, load_policy
+    from imm.models import LoadPolicy, load_model, load_policy
     from imm.evaluation.harness import evaluate
 
     with load_policy(LoadPolicy(args.allow_pickle, args.trust_remote_code)):

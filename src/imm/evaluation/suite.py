@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 def evaluate_on_run_tasks(model_path: Path, data: "DataConfig", prompt: "PromptConfig", e: "EvalConfig",
                           m: "ModelConfig", seed: int, out: Path) -> str:
     """Write `out` ({task: {domain, n, metrics}}) and the completions behind it beside it."""
-    from imm.checkpoint import load_model
+    from imm.models import load_model
     from imm.evaluation.harness import evaluate
     from imm.layout import eval_samples
     from imm.outputs import atomic_write_json, atomic_write_jsonl

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from imm.checkpoint import BUILTIN_DIR, TEACHER_DIR, pick_device, save_model, write_checkpoint
+from imm.models import BUILTIN_DIR, TEACHER_DIR, pick_device, save_model, write_checkpoint
 from imm.errors import UserError
 from imm.finetune import TrainStats, collate, encode_example, sum_loss
 from imm.outputs import atomic_write_json, check_output_dir, output_dir

@@ -1,4 +1,4 @@
-"""Loading and saving Hugging Face checkpoints, with clear errors instead of tracebacks.
+"""Models: resolving, loading and saving Hugging Face checkpoints, with clear errors instead of tracebacks.
 
 "builtin" names the tiny base model that ships inside the package (imm/world/base), and
 "builtin-teacher" the stronger world model beside it (imm/world/teacher).
