@@ -66,9 +66,11 @@ def test_a_killed_run_resumes_to_the_same_summary(smoke_run, tmp_path):
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
+    finished = proc.poll() is not None  # summary.csv is refreshed every iteration: the exit status tells
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "smoke" / "summary.csv").exists(), "the run finished before it could be killed"
+    assert marker.exists() and not finished, "the run finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert (tmp_path / "smoke" / "summary.csv").read_text() == (smoke_run / "summary.csv").read_text()
 
