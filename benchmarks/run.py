@@ -8,13 +8,11 @@ Runs the loop from scratch in a temporary folder and sums the stage times it log
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
-from _log import append_section
+from _log import append_section, stage_table
 
 from imm.cli import main as imm
 
@@ -31,14 +29,7 @@ def main() -> None:
         assert imm(["run", "--config", args.config, f"out_dir={out}", *args.overrides, "--restart"]) == 0
         total = time.perf_counter() - started
         name = [o.split("=", 1)[1] for o in ["name=" + args.config, *args.overrides] if o.startswith("name=")][-1]
-        timings = [json.loads(line) for line in (Path(out) / name / "timings.jsonl").open()]
-    per_stage, count = defaultdict(float), defaultdict(int)
-    for t in timings:
-        per_stage[t["stage"]] += t["seconds"]
-        count[t["stage"]] += 1
-    rows = ["| stage | runs | seconds |", "|---|---|---|"]
-    rows += [f"| {s} | {count[s]} | {per_stage[s]:.1f} |" for s in per_stage]
-    rows.append(f"| **total (wall)** | | **{total:.1f}** |")
+        rows = stage_table(Path(out) / name / "timings.jsonl", total)
     append_section(f"imm run --config {args.config} {' '.join(args.overrides)}".strip(), rows)
 
 

@@ -11,16 +11,14 @@ LoRA, fp32 against bf16 autocast) and the whole loop's stages, appended to docs/
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _log import append_section
+from _log import append_section, stage_table
 
 from imm.models import load_model
 from imm.cli import main as imm
@@ -72,14 +70,7 @@ def loop_rows(overrides: list[str]) -> list[str]:
         started = time.perf_counter()
         assert imm(["run", "--config", "smollm2", f"out_dir={out}", *overrides]) == 0
         total = time.perf_counter() - started
-        timings = [json.loads(line) for line in (Path(out) / "smollm2" / "timings.jsonl").open()]
-    seconds, count = defaultdict(float), defaultdict(int)
-    for t in timings:
-        seconds[t["stage"]] += t["seconds"]
-        count[t["stage"]] += 1
-    rows = ["| loop stage | runs | seconds |", "|---|---|---|"]
-    rows += [f"| {stage} | {count[stage]} | {seconds[stage]:.1f} |" for stage in seconds]
-    return rows + [f"| **whole run (wall)** | | **{total:.1f}** |"]
+        return stage_table(Path(out) / "smollm2" / "timings.jsonl", total, "loop stage", "whole run (wall)")
 
 
 def main() -> None:
