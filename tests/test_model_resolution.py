@@ -67,3 +67,21 @@ def test_a_run_with_an_uncached_hub_id_writes_nothing(hub_cache, tmp_path):
     with pytest.raises(UserError, match="imm-test/missing is not in the Hugging Face cache"):
         run_loop(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_full_iteration_runs_from_a_hub_id(hub_cache, tmp_path):
+    """The real stages on a hub id resolved from the cache: sample, verify, fine-tune, merge, evaluate, analyse."""
+    import csv
+
+    from imm.cli import main
+
+    args = ["run", "--config", "smoke", f"out_dir={tmp_path}", "name=hub", "iterations=1", "arms=[imm]",
+            "model.base=imm-test/tiny", "model.threads=1"]
+    assert main(args) == 0
+    run = tmp_path / "hub"
+    assert yaml.safe_load((run / "config.yaml").read_text())["resolved"]["base"]["folder"] == str(hub_cache)
+    with open(run / "summary.csv") as f:
+        models = {(r["iteration"], r["model"]) for r in csv.DictReader(f)}
+    assert models == {("0", "generator"), ("1", "finetuned"), ("1", "merged")}
+    assert (run / "arms/imm/iter_1/analysis/layers.csv").exists()
