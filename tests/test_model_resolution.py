@@ -76,10 +76,10 @@ def test_a_full_iteration_runs_from_a_hub_id(hub_cache, tmp_path):
 
     from imm.cli import main
 
-    args = ["run", "--config", "smoke", f"out_dir={tmp_path}", "name=hub", "iterations=1", "arms=[imm]",
+    args = ["run", "--config", "smoke", f"out_dir={tmp_path}", "name=from-hub", "iterations=1", "arms=[imm]",
             "model.base=imm-test/tiny", "model.threads=1"]
     assert main(args) == 0
-    run = tmp_path / "hub"
+    run = tmp_path / "from-hub"
     assert yaml.safe_load((run / "config.yaml").read_text())["resolved"]["base"]["folder"] == str(hub_cache)
     with open(run / "summary.csv") as f:
         models = {(r["iteration"], r["model"]) for r in csv.DictReader(f)}
