@@ -1,3 +1,3 @@
-from imm.cli import main
+from imm.cli import entry
 
-raise SystemExit(main())
+entry()

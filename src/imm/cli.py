@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from pathlib import Path
 
 from imm.errors import UserError
+
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 from imm.outputs import write_error
 
 # name -> (module with configure(parser) and main(args) -> int, one-line help)
@@ -57,11 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imm {argv[0]}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"imm {argv[0]}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        print(f"imm {argv[0]}: interrupted; re-run the same command to resume", file=sys.stderr, flush=True)
+        return INTERRUPTED
     except OSError as err:  # a full disk met outside imm.outputs' writers (a log line, a library's cache)
         line = write_error(err, Path(err.filename or "."))
         if line is None:
             raise
         print(f"imm {argv[0]}: error: {line}", file=sys.stderr)
         return 2
+
+
+def entry() -> None:
+    """The `imm` executable. After Ctrl-C everything is already whole on disk (every write is atomic), so
+    the process ends at once with 130: an interpreter shutdown racing the interrupted library threads
+    and worker processes could otherwise end it by the signal instead."""
+    code = main()
+    if code == INTERRUPTED:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the exit short either
+        sys.stdout.flush()
+        os._exit(INTERRUPTED)
+    sys.exit(code)
