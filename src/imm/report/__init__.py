@@ -2,5 +2,5 @@
 (`build`): accuracy, collapse, layer and forgetting figures with their intervals, over one run or several seeds."""
 
 from imm.report.summary import (  # noqa: F401  the summary is what most callers need
-    HEADER, Column, SummaryRow, collect, format_table, iteration_models, read_summary, seeds_table, write_summary)
+    HEADER, SummaryRow, collect, format_table, read_summary, write_summary)
 from imm.report.cli import refresh, write_runs  # noqa: F401,E402  what `imm run` calls

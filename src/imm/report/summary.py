@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from imm.arms import ARMS, Source, get_arm
+from imm.arms import Source, get_arm
 from imm.config import RunConfig
-from imm.layout import FINETUNED, GENERATOR, MERGED, MODELS, TEACHER, RunLayout
+from imm.layout import GENERATOR, MODELS, TEACHER, RunLayout
 from imm.outputs import atomic_write_text
 
 HEADER = ("arm", "iteration", "model", "task", "domain", "metric", "value", "n")
@@ -88,45 +88,3 @@ def read_summary(path: Path) -> list[SummaryRow]:
     with open(path) as f:
         return [SummaryRow(r["arm"], int(r["iteration"]), r["model"], r["task"], r["domain"], r["metric"],
                            float(r["value"]), int(r["n"])) for r in csv.DictReader(f)]
-
-
-@dataclass(frozen=True)
-class Column:
-    header: str
-    task: str
-    metric: str
-    scale: float = 100.0  # accuracies as percentages; counts and entropies as they are
-    digits: int = 1
-
-
-def iteration_models(rows: list[SummaryRow]) -> list[tuple[str, int, str]]:
-    """Each arm's θ_t: θ0 (and the teacher) once, then F_t where the arm does not merge, else the merged θ_t."""
-    keys = {(r.arm, r.iteration, r.model) for r in rows}
-    order = list(ARMS)
-    first = {model: min((a for a, t, m in keys if t == 0 and m == model), key=order.index, default=None)
-             for model in (GENERATOR, TEACHER)}
-    chosen = [k for k in keys if (k[1] == 0 and first[k[2]] == k[0])
-              or (k[1] > 0 and k[2] == (MERGED if ARMS[k[0]].merges else FINETUNED))]
-    return sorted(chosen, key=lambda k: (k[1] > 0, k[2] != GENERATOR, order.index(k[0]), k[1]))
-
-
-def seeds_table(runs: list[list[SummaryRow]], columns: list[Column]) -> str:
-    """Markdown: mean (min-max) across runs for each arm's θ_t and each column."""
-    values: dict[tuple, list[float]] = {}
-    for rows in runs:
-        for r in rows:
-            values.setdefault((r.arm, r.iteration, r.model, r.task, r.metric), []).append(r.value)
-    lines = ["| arm | t | model | " + " | ".join(c.header for c in columns) + " |",
-             "|---|---|---|" + "---|" * len(columns)]
-    for arm, t, model in iteration_models(runs[0]):
-        cells = [_spread(values.get((arm, t, model, c.task, c.metric), []), c.scale, c.digits) for c in columns]
-        name = {GENERATOR: "θ0", TEACHER: "teacher"}.get(model, arm) if t == 0 else arm
-        lines.append(f"| {name} | {t} | {model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _spread(values: list[float], scale: float, digits: int) -> str:
-    if not values:
-        return "-"
-    mean = scale * sum(values) / len(values)
-    return f"{mean:.{digits}f} ({scale * min(values):.{digits}f}–{scale * max(values):.{digits}f})"
