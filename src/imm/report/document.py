@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from imm.arms import ARMS
 from imm.layout import FINETUNED, GENERATOR, MERGED, TEACHER
 from imm.report import compare
 from imm.report.compare import OOD_MEAN, STRICT, Difference, Spread
