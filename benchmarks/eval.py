@@ -57,7 +57,7 @@ def run_eval(model: str, out: Path, task: str, limit: int, tokens: int, samples:
 
 def judge_seconds(task_name: str, rows: list[dict], limit: int) -> float:
     """Time to re-judge the same completions (both metrics, all figures) without generating."""
-    from imm.sampling import Completion
+    from imm.engines import Completion
 
     task = get_task(task_name)
     problems = task.problems("test")[:limit]

@@ -13,7 +13,7 @@ import time
 from _log import append_section
 
 from imm.models import load_model
-from imm.sampling import generate
+from imm.engines.hf import generate
 from imm.tasks.registry import get_task
 
 

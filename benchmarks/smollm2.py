@@ -25,7 +25,7 @@ from imm.cli import main as imm
 from imm.config import load_config
 from imm.finetune import add_lora, train
 from imm.prompts import prompter
-from imm.sampling import generate
+from imm.engines.hf import generate
 from imm.tasks.registry import get_task
 
 

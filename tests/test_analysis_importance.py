@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from imm.analysis import importance as imp
 from imm.analysis.importance_cache import cached_importance
 from imm.finetune import collate, encode_example, sum_loss
-from imm.sampling import generate
+from imm.engines.hf import generate
 from imm.tasks.base import Task
 from imm.tasks.registry import get_task
 from imm.verify import Verdict

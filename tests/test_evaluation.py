@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from imm import cli
+from imm.engines.hf import HFEngine
 from imm.evaluation import evaluate, score_completions
 from imm.tasks.base import Problem, Task
 
@@ -88,7 +89,8 @@ def test_evaluate_on_a_tiny_model_is_complete_and_seeded(tiny):
     model, tokenizer, _ = tiny
     task = get_task("arith")
     problems = task.problems("test")[:2]
-    run = lambda: evaluate(model, tokenizer, task, problems, k=2, temperature=1.0, max_new_tokens=5, seed=7)
+    engine = HFEngine(model, tokenizer)
+    run = lambda: evaluate(engine, task, problems, k=2, temperature=1.0, max_new_tokens=5, seed=7)
     first, second = run(), run()
     assert first.n == 2 and len(first.rows) == 2 + 2 * 2
     always = {"strict-match", "flexible-extract", "pass@2", "maj@2", "sample-accuracy", "distinct-1", "ead-1",

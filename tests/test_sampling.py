@@ -2,7 +2,7 @@
 penalty, top-k, min-p, no-repeat n-grams, a temperature) changes neither greedy nor sampled completions."""
 
 from imm.models import load_model
-from imm.sampling import generate
+from imm.engines.hf import generate
 
 PROMPTS = ["Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer: Let's think step by step.",
            "Question: A box holds 12 pens. 5 are taken out. How many pens are left?\nAnswer: Let's think step by step."]

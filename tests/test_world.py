@@ -86,7 +86,7 @@ def test_shipped_base_loads_with_auto_classes_and_solves_a_problem():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from imm.models import BUILTIN_DIR
-    from imm.sampling import generate
+    from imm.engines.hf import generate
 
     model = AutoModelForCausalLM.from_pretrained(BUILTIN_DIR).eval()
     tok = AutoTokenizer.from_pretrained(BUILTIN_DIR)

@@ -22,6 +22,7 @@ from typing import Any, Union
 import yaml
 
 from imm.arms import ARMS, get_arm, needs_teacher
+from imm.engines import check_backend
 from imm.errors import UserError
 from imm.finetune import METHODS, FinetuneConfig
 from imm.merging.merge_back import check_merge_block
@@ -61,6 +62,7 @@ class SampleConfig:
     top_p: float = 1.0
     max_new_tokens: int = 128
     batch_size: int = run_option(64)  # sequences per generation batch
+    backend: str = "hf"  # generation engine for sampling, evaluation and the probe: hf | vllm (imm.engines)
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,7 @@ def validate(cfg: RunConfig) -> None:
              f"eval.diversity_temperature=0 is greedy: its {cfg.eval.diversity_k} samples would be identical; "
              f"set eval.diversity_k=0 or a temperature above 0")
     _require(0 < cfg.sampling.top_p <= 1, f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
+    check_backend(cfg.sampling.backend)
     check_prompt(cfg.prompt)
     _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
     _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")

@@ -85,7 +85,8 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
             log_out=training_log(stats)),
         merge=lambda theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge, seed),
-        evaluate=lambda model, seed, out: evaluate_on_run_tasks(model, cfg.data, cfg.prompt, cfg.eval, cfg.model, seed, out),
+        evaluate=lambda model, seed, out: evaluate_on_run_tasks(
+            model, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out),
         analyse=analyse,
         report=lambda: report.refresh(layout.root),
     )

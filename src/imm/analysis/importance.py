@@ -89,7 +89,7 @@ def skipped_block(model, layer: int) -> Iterator[None]:
 
 def probe_accuracy(model, tokenizer, probe: Probe, *, max_new_tokens: int, batch_size: int) -> float:
     """Greedy zero-shot accuracy on the probe, judged by the task's one definition of correct."""
-    from imm.sampling import generate
+    from imm.engines.hf import generate
 
     ask = prompter(probe.task, probe.prompt, tokenizer)
     outputs = generate(model, tokenizer, [ask(p) for p in probe.problems], k=1, temperature=0.0,

@@ -1,7 +1,9 @@
 """Evaluation: accuracy under the one answer checker, pass@K / maj@K, and collapse figures.
 
+    from imm.engines import open_engine
     from imm.evaluation import evaluate
-    result = evaluate(model, tokenizer, task, problems, k=8, temperature=1.0)
+    with open_engine(path, SampleConfig(), ModelConfig(), batch_size=64) as engine:
+        result = evaluate(engine, task, problems, k=8, temperature=1.0)
     result.metrics["strict-match"], result.metrics["pass@8"], result.metrics["self-bleu"]
 
 `imm eval` (configure/main here) runs it over tasks from the command line; see `command`.

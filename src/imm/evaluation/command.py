@@ -18,6 +18,7 @@ from pathlib import Path
 
 from imm.config import EvalConfig, ModelConfig, SampleConfig, add_config_flag
 from imm.prompts import PromptConfig, Prompter, check_prompt, prompter
+from imm.engines import check_backend
 from imm.errors import UserError
 from imm.outputs import atomic_write_json, atomic_write_jsonl, check_output_dir, output_dir
 from imm.tasks.registry import TASKS, get_task
@@ -51,6 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_flag(parser, "--chat", PromptConfig, "chat", "the tokenizer's chat template: auto, on or off")
     add_config_flag(parser, "--max-new-tokens", EvalConfig, "max_new_tokens", "tokens generated per answer")
     add_config_flag(parser, "--batch-size", EvalConfig, "batch_size", "sequences per generation batch")
+    add_config_flag(parser, "--backend", SampleConfig, "backend", "generation engine: hf or vllm")
     parser.add_argument("--seed", type=int, default=0)
     add_config_flag(parser, "--device", ModelConfig, "device", "auto, cpu, cuda, cuda:1 ...")
     add_config_flag(parser, "--dtype", ModelConfig, "dtype", "auto, float32, bfloat16, float16")
@@ -63,6 +65,7 @@ def _check_options(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_backend(args.backend)
     if args.samples < 0 or args.shots < 0:
         raise UserError("--samples and --shots must be 0 or more")
     if args.samples and not (args.temperature >= 0 and 0 < args.top_p <= 1):
@@ -89,17 +92,20 @@ def _load_tasks(args: argparse.Namespace) -> list[tuple[object, list, Prompter]]
 def main(args: argparse.Namespace) -> int:
     _check_options(args)
     loaded = _load_tasks(args)
-    from imm.models import LoadPolicy, load_model, load_policy
+    from imm.engines import open_engine
     from imm.evaluation.harness import evaluate
+    from imm.models import LoadPolicy, load_policy
 
-    with load_policy(LoadPolicy(args.allow_pickle, args.trust_remote_code)):
-        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    sampling = SampleConfig(backend=args.backend)
+    model = ModelConfig(device=args.device, dtype=args.dtype)
     results = {}
-    with output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model]) as tmp:
+    with load_policy(LoadPolicy(args.allow_pickle, args.trust_remote_code)), \
+            open_engine(args.model, sampling, model, batch_size=args.batch_size) as engine, \
+            output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model]) as tmp:
         for task, problems, prompts in loaded:
-            result = evaluate(model, tokenizer, task, problems, k=args.samples, temperature=args.temperature,
-                              top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                              seed=args.seed, prompter=dataclasses.replace(prompts, tokenizer=tokenizer))
+            result = evaluate(engine, task, problems, k=args.samples, temperature=args.temperature,
+                              top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                              prompter=dataclasses.replace(prompts, tokenizer=engine.tokenizer))
             atomic_write_jsonl(tmp / f"samples_{task.name}.jsonl", result.rows)
             results[task.name] = {**result.metrics, "n": result.n}
             print(_line(task.name, results[task.name]), flush=True)

@@ -16,10 +16,11 @@ from imm.evaluation import diversity
 from imm.tasks.base import Problem, Task
 
 if TYPE_CHECKING:
+    from imm.engines import Engine
     from imm.prompts import Prompter
 
 
-class CompletionLike(Protocol):  # imm.sampling.Completion
+class CompletionLike(Protocol):  # imm.engines.Completion
     text: str
     num_tokens: int
     mean_entropy: float
@@ -34,23 +35,22 @@ class EvalResult:
 
 
 def evaluate(
-    model, tokenizer, task: Task, problems: Sequence[Problem], *, k: int = 0, temperature: float = 1.0,
-    top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 64, seed: int = 0,
-    prompter: "Prompter | None" = None,
+    engine: "Engine", task: Task, problems: Sequence[Problem], *, k: int = 0, temperature: float = 1.0,
+    top_p: float = 1.0, max_new_tokens: int = 256, seed: int = 0, prompter: "Prompter | None" = None,
 ) -> EvalResult:
-    """Greedy accuracy (both metrics) and, for k > 0, the figures of k samples per question. Prompts come
-    from `prompter` (imm.prompts: worked examples, chat template), by default the task's zero-shot prompt."""
+    """Greedy accuracy (both metrics) and, for k > 0, the figures of k samples per question, from the
+    completions of `engine` (imm.engines). Prompts come from `prompter` (imm.prompts: worked examples,
+    chat template), by default the task's zero-shot prompt."""
     from imm.prompts import Prompter
-    from imm.sampling import generate  # torch is imported only when a model is really evaluated
 
     prompter = prompter or Prompter(task)
     prompts = [prompter(p) for p in problems]
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, stop=prompter.stop)
-    greedy = generate(model, tokenizer, prompts, k=1, temperature=0.0, seed=seed, desc=f"{task.name} greedy", **options)
+    options = dict(max_new_tokens=max_new_tokens, stop=prompter.stop, seed=seed)
+    greedy = engine.generate(prompts, k=1, temperature=0.0, top_p=1.0, desc=f"{task.name} greedy", **options)
     sampled = None
     if k > 0:
-        sampled = generate(model, tokenizer, prompts, k=k, temperature=temperature, top_p=top_p, seed=seed,
-                           desc=f"{task.name} k={k}", **options)
+        sampled = engine.generate(prompts, k=k, temperature=temperature, top_p=top_p, desc=f"{task.name} k={k}",
+                                  **options)
     return score_completions(task, problems, prompts, [g[0] for g in greedy], sampled)
 
 

@@ -7,37 +7,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from imm.config import DataConfig, EvalConfig, ModelConfig
+    from imm.config import DataConfig, EvalConfig, ModelConfig, SampleConfig
     from imm.prompts import PromptConfig
 
 
 def evaluate_on_run_tasks(model_path: Path, data: "DataConfig", prompt: "PromptConfig", e: "EvalConfig",
-                          m: "ModelConfig", seed: int, out: Path) -> str:
-    """Write `out` ({task: {domain, n, metrics}}) and the completions behind it beside it."""
-    from imm.models import load_model
+                          m: "ModelConfig", s: "SampleConfig", seed: int, out: Path) -> str:
+    """Write `out` ({task: {domain, n, metrics}}) and the completions behind it beside it; the completions
+    come from the engine `s.backend` names."""
+    from imm.engines import open_engine
     from imm.evaluation.harness import evaluate
     from imm.layout import eval_samples
     from imm.outputs import atomic_write_json, atomic_write_jsonl
     from imm.prompts import prompter
     from imm.tasks.registry import get_task
 
-    model, tokenizer = load_model(model_path, device=m.device, dtype=m.dtype)
     results, rows = {}, []
-    for domain, names in (("id", data.id_tasks), ("ood", data.ood_tasks)):
-        for name in names:
-            task = get_task(name)
-            problems = task.problems("test")[:e.limit]
-            r = evaluate(model, tokenizer, task, problems, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                         seed=seed, prompter=prompter(task, prompt, tokenizer, asked=problems))
-            results[task.name] = {"domain": domain, "n": r.n, "metrics": r.metrics}
-            rows += r.rows
-    if e.diversity_k:
-        task = get_task(data.id_tasks[0])
-        problems = task.problems("test")[:e.diversity_questions]
-        r = evaluate(model, tokenizer, task, problems, k=e.diversity_k, temperature=e.diversity_temperature,
-                     max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, seed=seed,
-                     prompter=prompter(task, prompt, tokenizer, asked=problems))
-        results[f"{task.name}@diversity"] = {"domain": "id", "n": r.n, "metrics": r.metrics}
+    with open_engine(model_path, s, m, batch_size=e.batch_size) as engine:
+        for domain, names in (("id", data.id_tasks), ("ood", data.ood_tasks)):
+            for name in names:
+                task = get_task(name)
+                problems = task.problems("test")[:e.limit]
+                r = evaluate(engine, task, problems, max_new_tokens=e.max_new_tokens, seed=seed,
+                             prompter=prompter(task, prompt, engine.tokenizer, asked=problems))
+                results[task.name] = {"domain": domain, "n": r.n, "metrics": r.metrics}
+                rows += r.rows
+        if e.diversity_k:
+            task = get_task(data.id_tasks[0])
+            problems = task.problems("test")[:e.diversity_questions]
+            r = evaluate(engine, task, problems, k=e.diversity_k, temperature=e.diversity_temperature,
+                         max_new_tokens=e.max_new_tokens, seed=seed,
+                         prompter=prompter(task, prompt, engine.tokenizer, asked=problems))
+            results[f"{task.name}@diversity"] = {"domain": "id", "n": r.n, "metrics": r.metrics}
     atomic_write_jsonl(eval_samples(out), rows)
     atomic_write_json(out, results)
     id_acc = results[get_task(data.id_tasks[0]).name]["metrics"].get("strict-match")

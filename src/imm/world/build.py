@@ -80,12 +80,13 @@ def new_model(cfg: BuildConfig, tokenizer):
 
 def family_accuracy(model, tokenizer, size: int) -> dict[str, float]:
     """Greedy strict-match accuracy on the first `size` test problems of every family."""
+    from imm.engines.hf import HFEngine
     from imm.evaluation import evaluate
 
-    out = {}
+    out, engine = {}, HFEngine(model, tokenizer, batch_size=256)
     for family in FAMILIES:
         task = get_task(family)
-        result = evaluate(model, tokenizer, task, task.problems("test")[:size], max_new_tokens=96, batch_size=256)
+        result = evaluate(engine, task, task.problems("test")[:size], max_new_tokens=96)
         out[family] = result.metrics["strict-match"]
     return out
 

@@ -1,0 +1,72 @@
+"""Generation engines: what writes completions for sampling (S_t), evaluation and the analysis probe.
+
+Every stage that generates opens one engine on a checkpoint folder, asks it for completions of a list of
+prompts and closes it, so the model lives only as long as the stage:
+
+    with open_engine(path, sampling, model, batch_size=64) as engine:
+        groups = engine.generate(prompts, k=4, temperature=0.8, top_p=1.0, max_new_tokens=128,
+                                 stop=ask.stop, seed=seed, desc="sample")
+
+`sampling.backend` picks the engine: `hf` (Hugging Face `generate` in this process, `imm.engines.hf`)
+or `vllm` (vLLM in a child process, `imm.engines.vllm`). Both return the same `Completion` records;
+how each defines `mean_entropy` is documented with the engine.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+
+from imm.errors import UserError
+
+if TYPE_CHECKING:
+    from imm.config import ModelConfig, SampleConfig
+
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # generated text, cut at the first stop string
+    num_tokens: int  # generated tokens kept (up to and including the end of the answer)
+    mean_entropy: float  # mean entropy (nats) of the next-token distribution over those tokens (per engine)
+
+
+class Engine(Protocol):
+    tokenizer: object  # the checkpoint's tokenizer: prompts are built with it (chat templates, worked examples)
+
+    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float, max_new_tokens: int,
+                 stop: Sequence[str], seed: int, desc: str | None = None) -> list[list[Completion]]:
+        """k completions per prompt, in prompt order; temperature 0 is greedy decoding."""
+
+    def record(self, *, k: int, temperature: float, top_p: float, max_new_tokens: int,
+               stop: Sequence[str]) -> dict:
+        """Every setting that shaped the completions, as written beside S_t (generation.json)."""
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UserError(f"sampling.backend {backend!r} is unknown; pick one of {', '.join(BACKENDS)}")
+
+
+@contextmanager
+def open_engine(path: str | Path, sampling: "SampleConfig", model: "ModelConfig", *,
+                batch_size: int) -> Iterator[Engine]:
+    """The engine `sampling.backend` names, on the checkpoint at `path`; closed (its memory returned) on exit.
+    `batch_size` counts sequences per generation batch (`sampling.batch_size` or `eval.batch_size`)."""
+    check_backend(sampling.backend)
+    if sampling.backend == "hf":
+        from imm.engines.hf import HFEngine
+        from imm.models import load_model
+
+        engine = HFEngine(*load_model(path, device=model.device, dtype=model.dtype), batch_size=batch_size)
+    else:
+        from imm.engines.vllm import VLLMEngine
+
+        engine = VLLMEngine(path, sampling, model, batch_size=batch_size)
+    try:
+        yield engine
+    finally:
+        engine.close()

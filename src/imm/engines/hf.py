@@ -1,0 +1,124 @@
+"""The `hf` engine: batched Hugging Face `generate` in this process, with a KV cache and left padding.
+
+Prompts are sorted by length so a batch carries little padding, and every batch draws from its own
+seeded generator state, so a resumed run samples exactly what an uninterrupted one would have.
+`mean_entropy` is the mean, over the kept tokens, of the entropy of the processed next-token
+distribution (after temperature and top-p) the token was drawn from.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from imm.engines import Completion
+from imm.tasks.base import STOP_STRINGS
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def _entropies(scores: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Per-step entropy of the (processed) next-token distribution: (steps, batch)."""
+    out = []
+    for step in scores:  # (batch, vocab), -inf where top-p removed a token
+        logp = torch.log_softmax(step.float(), dim=-1)
+        out.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
+    return torch.stack(out)
+
+
+def generation_settings(tokenizer, *, k: int, temperature: float, top_p: float, max_new_tokens: int,
+                        stop: Sequence[str]) -> dict:
+    """Every generation field that shapes the next-token distribution, set explicitly [ours]: a checkpoint's
+    own defaults (a repetition penalty, top-k, min-p, no-repeat n-grams, ...) never change what "greedy" or
+    "temperature T, top-p P" means here. Temperature 0 is greedy decoding."""
+    sample = temperature > 0
+    return dict(
+        max_new_tokens=max_new_tokens, min_new_tokens=0, num_return_sequences=k, num_beams=1, do_sample=sample,
+        temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0, top_k=0 if sample else None,
+        min_p=0.0 if sample else None, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, renormalize_logits=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, stop_strings=list(stop) or None,
+        output_scores=True, return_dict_in_generate=True,
+    )
+
+
+def effective_settings(model, settings: dict) -> dict:
+    """What generation really used: our fields, and the checkpoint's own for whatever we leave unset."""
+    own = {k: v for k, v in model.generation_config.to_dict().items() if v is not None and not k.startswith("_")}
+    return {**own, **{k: v for k, v in settings.items() if v is not None}}
+
+
+@torch.no_grad()
+def _generate_batch(model, tokenizer, prompts, k, temperature, top_p, max_new_tokens, stop, seed):
+    from transformers import GenerationConfig
+
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    torch.manual_seed(seed)
+    settings = generation_settings(tokenizer, k=k, temperature=temperature, top_p=top_p,
+                                   max_new_tokens=max_new_tokens, stop=stop)
+    out = model.generate(**enc, generation_config=GenerationConfig(**settings), tokenizer=tokenizer)
+    new = out.sequences[:, enc["input_ids"].shape[1]:]  # (batch*k, steps)
+    entropy = _entropies(out.scores).T  # (batch*k, steps)
+    return [_completion(tokenizer, row, ent, stop) for row, ent in zip(new, entropy)]
+
+
+def _completion(tokenizer, tokens: torch.Tensor, entropy: torch.Tensor, stop) -> Completion:
+    ids = tokens.tolist()
+    n = len(ids)
+    for end in (tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if end in ids:
+            n = min(n, ids.index(end) + 1)
+    text = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
+    return Completion(text=text, num_tokens=n, mean_entropy=float(entropy[:n].mean()) if n else 0.0)
+
+
+def generate(
+    model, tokenizer, prompts: Sequence[str], *, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+    max_new_tokens: int = 256, batch_size: int = 64, stop: Sequence[str] = STOP_STRINGS, seed: int = 0,
+    desc: str | None = None,
+) -> list[list[Completion]]:
+    """k completions per prompt (temperature 0 = greedy); `batch_size` counts sequences, not prompts."""
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    per_batch = max(1, batch_size // k)
+    results: list[list[Completion]] = [[] for _ in prompts]
+    bar = tqdm(total=len(prompts), desc=desc, unit="q", disable=desc is None, leave=False)
+    for b, start in enumerate(range(0, len(order), per_batch)):
+        idx = order[start:start + per_batch]
+        flat = _generate_batch(model, tokenizer, [prompts[i] for i in idx], k, temperature, top_p,
+                               max_new_tokens, stop, seed * 100_003 + b)
+        for j, i in enumerate(idx):
+            results[i] = flat[j * k:(j + 1) * k]
+        bar.update(len(idx))
+    bar.close()
+    return results
+
+
+
+
+class HFEngine:
+    """A loaded (model, tokenizer) as an engine; `close` drops the model and returns its GPU memory."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 64):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float = 1.0,
+                 max_new_tokens: int, stop: Sequence[str], seed: int, desc: str | None = None) -> list[list[Completion]]:
+        return generate(self.model, self.tokenizer, prompts, k=k, temperature=temperature, top_p=top_p,
+                        max_new_tokens=max_new_tokens, batch_size=self.batch_size, stop=stop, seed=seed, desc=desc)
+
+    def record(self, *, k: int, temperature: float, top_p: float, max_new_tokens: int, stop: Sequence[str]) -> dict:
+        settings = generation_settings(self.tokenizer, k=k, temperature=temperature, top_p=top_p,
+                                       max_new_tokens=max_new_tokens, stop=stop)
+        return {"backend": "hf"} | effective_settings(self.model, settings)
+
+    def close(self) -> None:
+        on_gpu = self.model is not None and self.model.device.type == "cuda"
+        self.model = None
+        if on_gpu:
+            torch.cuda.empty_cache()
