@@ -25,6 +25,7 @@ from imm.arms import ARMS, get_arm, needs_teacher
 from imm.engines import check_backend
 from imm.errors import UserError
 from imm.finetune import METHODS, FinetuneConfig
+from imm.finetune_launch import check_launch
 from imm.merging.merge_back import check_merge_block
 from imm.prompts import PromptConfig, check_prompt
 
@@ -272,6 +273,7 @@ def _check_finetune_method(f: FinetuneConfig) -> None:
     _require(0 <= f.lora_dropout < 1, f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}")
     _require(bool(f.lora_targets), "finetune.lora_targets must name at least one module, e.g. [q_proj, v_proj]")
     _require(f.bf16_autocast in (True, False, "auto"), f"finetune.bf16_autocast must be auto, true or false, got {f.bf16_autocast!r}")
+    check_launch(f)  # processes and accelerate's config file
 
 
 def validate(cfg: RunConfig) -> None:

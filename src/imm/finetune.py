@@ -7,6 +7,10 @@ fp32 on CPU and bf16 autocast where the GPU supports it (or wherever `bf16_autoc
 `method: lora` trains a LoRA adapter (Hu et al., arXiv 2106.09685) through peft and folds it into the
 weights before F_t is saved: F_t is a plain checkpoint and F_t − init is exactly B·A·(alpha/rank) on
 the targeted projections, zero elsewhere, so merging sees the LoRA update as its task vector.
+
+`processes: N` (or an `accelerate_config` file) runs the same loop as N processes through Hugging Face
+accelerate (imm.finetune_launch): each process trains its share of every batch and the gradients are
+summed, so N processes take the steps one process takes (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import math
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -55,6 +59,10 @@ class FinetuneConfig:
     lora_targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names: attention and MLP projections
     bf16_autocast: bool | str = _run_option("auto")  # auto: on a CUDA GPU with bf16 | true | false
     gradient_checkpointing: bool = _run_option(False)  # recompute activations in backward: less memory
+    # Training processes through accelerate (imm.finetune_launch); 1 = this process, as ever. A run option:
+    # N processes take the same steps as one up to float rounding (tests/test_finetune_processes.py).
+    processes: int = _run_option(1)
+    accelerate_config: str = _run_option("")  # accelerate's own config file (DDP, FSDP, DeepSpeed); "" = DDP
 
 
 @dataclass(frozen=True)
@@ -133,20 +141,42 @@ def _optimizer(model, cfg: FinetuneConfig, total_steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total_steps, warmup))
 
 
-def _accumulate(model, group: list[dict[str, torch.Tensor]], use_bf16: bool) -> tuple[float, int, int, int]:
-    """Backward over one optimizer step's micro-batches, the loss normalised by the group's target
-    tokens (so accumulation equals one big batch). Returns (mean loss, targets, real, padded tokens)."""
-    n_targets = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
-    loss_sum, real, padded = 0.0, 0, 0
-    for batch in group:
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, _ = sum_loss(model, batch)
-        (loss / max(1, n_targets)).backward()
-        loss_sum += float(loss.detach())
-        real += int(batch["attention_mask"].sum())
-        padded += batch["attention_mask"].numel()
-    return loss_sum / max(1, n_targets), n_targets, real, padded
+def _share(rows: list, rank: int, world: int) -> tuple[list, float]:
+    """This process's rows of a micro-batch (rank, rank + world, ...) and their weight: a process whose
+    share is empty runs one row at weight 0, since every process must take part in every gradient sum."""
+    mine = rows[rank::world]
+    return (mine, 1.0) if mine else (rows[:1], 0.0)
+
+
+def _accumulate(model, group: list[list], pad_id: int, use_bf16: bool, device, accelerator=None) -> tuple[float, int, int, int]:
+    """Backward over one optimizer step's micro-batches (each a list of encoded examples), the loss normalised
+    by the group's target tokens (so accumulation equals one big batch). Returns (mean loss, targets, real,
+    padded tokens) of the whole group.
+
+    With `accelerator` this process backs its share of each micro-batch: every process holds the whole group,
+    so the global target count needs no communication; accelerate averages the gradients over the W processes
+    and divides by its accumulation steps, hence the factor W·A that makes the sum equal one process's."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    steps = accelerator.gradient_accumulation_steps if accelerator else 1
+    n_targets = sum(sum(t != IGNORE for t in labels[1:]) for rows in group for _, labels in rows)
+    real_steps = len(group)
+    group = group + [group[-1]] * (steps - len(group))  # a short last group keeps accelerate's count: weight 0
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, real tokens, padded positions
+    for i, rows in enumerate(group):
+        rows, weight = _share(rows, rank, world)
+        weight = weight if i < real_steps else 0.0
+        batch = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+        with accelerator.accumulate(model) if accelerator else nullcontext():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss, _ = sum_loss(model, batch)
+            scaled = loss * weight * world * steps / max(1, n_targets)
+            accelerator.backward(scaled) if accelerator else scaled.backward()
+        totals += torch.tensor([float(loss.detach()) * weight, int(batch["attention_mask"].sum()) * weight,
+                                batch["attention_mask"].numel() * weight], dtype=torch.float64)
+    if accelerator:
+        totals = accelerator.reduce(totals.to(accelerator.device), "sum").cpu()
+    loss_sum, real, padded = totals.tolist()
+    return loss_sum / max(1, n_targets), n_targets, int(real), int(padded)
 
 
 @contextmanager
@@ -201,42 +231,81 @@ def fold_lora(model):
 def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
           desc: str | None = "fine-tune", log: Path | None = None) -> TrainStats:
     """Fine-tune `model` in place on (prompt, response) pairs; `log` gets one JSON line per step."""
+    return train_processes(model, tokenizer, pairs, cfg, seed=seed, desc=desc, log=log)[1]
+
+
+def _prepare(model, cfg: FinetuneConfig, total: int, accelerator):
+    """(model, optimizer, scheduler, device): with `accelerator`, model and optimizer prepared together (as
+    FSDP and DeepSpeed need). The scheduler is ours, stepped once per optimizer step: accelerate's would step
+    once per process."""
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    opt, sched = _optimizer(model, cfg, total)
+    if accelerator is None:
+        return model, opt, sched, model.device
+    model, opt = accelerator.prepare(model, opt)
+    return model, opt, sched, accelerator.device
+
+
+def _weights_finite(model, accelerator) -> bool:
+    """No NaN or Inf in any weight (of any process's shard: every process must reach the same verdict)."""
+    bad = torch.tensor([float(sum(not bool(torch.isfinite(w).all()) for w in model.parameters()))])
+    return float(accelerator.reduce(bad.to(accelerator.device), "sum") if accelerator else bad) == 0
+
+
+def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
+                    desc: str | None = "fine-tune", log: Path | None = None, accelerator=None) -> tuple[object, TrainStats]:
+    """`train`, as one of `accelerator.num_processes` processes when an accelerator is given: every process
+    draws the same batches (same seed) and trains its share of each; only the main one writes `log`. Returns
+    the model (wrapped by accelerate where it prepared it: imm.finetune_launch saves it) and global stats."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     examples = [encode_example(tokenizer, p, r, cfg.max_length) for p, r in pairs]
     lengths = [len(ids) for ids, _ in examples]
     total = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
-    opt, sched = _optimizer(model, cfg, total)
-    use_bf16 = use_bf16_autocast(cfg.bf16_autocast, model.device.type)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model, opt, sched, device = _prepare(model, cfg, total, accelerator)
+    use_bf16 = use_bf16_autocast(cfg.bf16_autocast, device.type)
+    main = accelerator is None or accelerator.is_main_process
     steps = targets = real = padded = 0
     loss, t0 = float("nan"), time.perf_counter()
-    bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None or not main, leave=False)
     model.train()
-    with step_log(log) as write:
+    with step_log(log if main else None) as write:
         for epoch in range(cfg.epochs):
             batches = bucketed_batches(lengths, cfg.batch_size, cfg.bucket_chunks, rng)
             for start in range(0, len(batches), cfg.grad_accum):
-                group = [collate([examples[i] for i in b], tokenizer.pad_token_id) for b in batches[start:start + cfg.grad_accum]]
+                group = [[examples[i] for i in b] for b in batches[start:start + cfg.grad_accum]]
                 began, lr = time.perf_counter(), sched.get_last_lr()[0]  # the rate this step uses
-                loss, n, r, p = _accumulate(model, group, use_bf16)
+                loss, n, r, p = _accumulate(model, group, tokenizer.pad_token_id, use_bf16, device, accelerator)
                 check_finite_loss(loss, steps + 1, total)
-                torch.nn.utils.clip_grad_norm_(_trainable(model), cfg.max_grad_norm)
+                clip = accelerator.clip_grad_norm_ if accelerator else torch.nn.utils.clip_grad_norm_
+                norm = clip(_trainable(model), cfg.max_grad_norm)  # before clipping; DeepSpeed clips itself: None
                 opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
                 steps, targets, real, padded = steps + 1, targets + n, real + r, padded + p
                 write({"step": steps, "epoch": epoch + 1, "loss": loss, "lr": lr,
+                       "grad_norm": None if norm is None else float(norm),
                        "tokens_per_s": r / max(time.perf_counter() - began, 1e-9),
                        "seconds": round(time.perf_counter() - t0, 3)})
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update(1)
     bar.close()
-    if not all(bool(torch.isfinite(w).all()) for w in model.parameters()):  # a finite loss, an infinite gradient
+    if not _weights_finite(model, accelerator):  # a finite loss, an infinite gradient
         raise UserError(f"fine-tuning left NaN or Inf weights after step {steps} of {total}; F_t is not saved: "
                         f"lower finetune.learning_rate or finetune.max_grad_norm")
     model.eval()
     seconds = time.perf_counter() - t0
-    return TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss, seconds)
+    return model, TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss, seconds)
+
+
+def load_for_training(init, cfg: FinetuneConfig, *, seed: int, device: str = "auto"):
+    """(model, tokenizer): a float32 copy of `init`, under a fresh LoRA adapter where `cfg.method` is lora."""
+    from imm.models import load_model
+
+    model, tokenizer = load_model(init, device=device, dtype="float32")
+    if cfg.method == "lora":
+        torch.manual_seed(seed)  # the adapter's A is random: drawn from the stage's seed, alike in every process
+        model = add_lora(model, cfg)
+    return model, tokenizer
 
 
 def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
@@ -246,12 +315,14 @@ def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stat
     from imm.models import load_model, save_model
     from imm.outputs import atomic_write_json
 
-    model, tokenizer = load_model(init, device=device, dtype="float32")
     if not examples:
-        save_model(model, tokenizer, out)
+        save_model(*load_model(init, device=device, dtype="float32"), out)
         return "no verified sample: F_t is a copy of its init (warning recorded)"
-    if cfg.method == "lora":
-        model = add_lora(model, cfg)
+    if cfg.processes > 1 or cfg.accelerate_config:
+        from imm.finetune_launch import launch
+
+        return launch(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
+    model, tokenizer = load_for_training(init, cfg, seed=seed, device=device)
     stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed, log=log_out)
     atomic_write_json(stats_out, stats)
     save_model(fold_lora(model) if cfg.method == "lora" else model, tokenizer, out)

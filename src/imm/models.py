@@ -125,6 +125,11 @@ def load_policy(policy: LoadPolicy) -> Iterator[None]:
         _POLICY.reset(token)
 
 
+def current_load_policy() -> LoadPolicy:
+    """The policy in force (a stage run in child processes hands it on to them)."""
+    return _POLICY.get()
+
+
 def check_weight_files(folder: Path, allow_pickle: bool = False) -> None:
     """Refuse, before any load, a folder whose weights are only pickles (unless allowed) or whose
     safetensors files are corrupt or truncated (checked from their headers and sizes)."""
@@ -173,17 +178,19 @@ def load_model(path: str | Path, *, device: str = "auto", dtype: str = "auto"):
     return model.to(device).eval(), tokenizer
 
 
-def write_checkpoint(model, tokenizer, folder: Path) -> None:
-    """Model weights (safetensors), config and tokenizer into an existing folder."""
-    model.save_pretrained(folder, safe_serialization=True)
+def write_checkpoint(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
+    """Model weights (safetensors; `state_dict` where the model's own are sharded), config and tokenizer into
+    an existing folder."""
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
 
 
-def save_model(model, tokenizer, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Write a loadable checkpoint folder atomically: it appears whole, or not at all (imm.outputs' rule)."""
+def save_model(model, tokenizer, out_dir: str | Path, *, overwrite: bool = False, state_dict: dict | None = None) -> Path:
+    """Write a loadable checkpoint folder atomically: it appears whole, or not at all (imm.outputs' rule).
+    `state_dict`: the whole weights where `model` holds only a shard (FSDP, ZeRO: imm.finetune_launch)."""
     out_dir = Path(out_dir)
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    weights = sum(t.numel() * t.element_size() for t in (state_dict or model.state_dict()).values())
     with output_dir(out_dir, "checkpoint", overwrite=overwrite, needed=weights) as tmp:
-        write_checkpoint(model, tokenizer, tmp)
+        write_checkpoint(model, tokenizer, tmp, state_dict)
     return out_dir
 

@@ -1,0 +1,133 @@
+"""Training as N processes through accelerate (imm.finetune_launch): two processes over gloo on CPU take
+the steps one process takes, and every bad input is one line before anything is written.
+
+Tolerance (also in docs/scale.md): per-step loss and gradient norm within 1e-5 relative, every final
+weight within 1e-5 absolute. Two processes sum their gradients in another order than one process does,
+so float32 rounding differs around 1e-7; the tiny model's fine-tuning moves weights by about 1e-2, and a
+process that trained the wrong rows, or a gradient summed at the wrong scale, misses both bounds by far.
+"""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from imm.config import load_config
+from imm.errors import UserError
+from imm.finetune import FinetuneConfig, finetune_checkpoint
+from imm.finetune_launch import check_launch
+from imm.layout import read_jsonl
+from imm.models import load_model, save_model
+from imm.verify.training_set import Example
+from imm.world.tokenizer import train_tokenizer
+
+RTOL, ATOL = 1e-5, 1e-5
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, list[Example]]:
+    """25 sums: with batch 4 the last batch of each epoch is one row (the second process's share is empty)
+    and with grad_accum 2 the last step has one micro-batch (a short group)."""
+    rng = random.Random(0)
+    sums = [(rng.randint(0, 99), rng.randint(0, 99)) for _ in range(25)]
+    examples = [Example(str(i), f"Question: {a} + {b} = ?\nAnswer:", f" {a} + {b} = {a + b}. The answer is {a + b}.")
+                for i, (a, b) in enumerate(sums)]
+    tok = train_tokenizer([e.prompt + e.response for e in examples], vocab_size=300)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    init = tmp_path_factory.mktemp("init") / "model"
+    save_model(model, tok, init)
+    return init, examples
+
+
+def run(init: Path, examples, root: Path, **fields) -> tuple[list[dict], dict]:
+    root.mkdir()
+    cfg = FinetuneConfig(learning_rate=3e-3, epochs=2, batch_size=4, grad_accum=2, warmup_ratio=0.1, **fields)
+    finetune_checkpoint(init, examples, cfg, root / "finetuned", root / "finetune_stats.json", seed=3, device="cpu",
+                        log_out=root / "train_log.jsonl")
+    return read_jsonl(root / "train_log.jsonl"), load_model(root / "finetuned", device="cpu")[0].state_dict()
+
+
+def test_two_processes_take_the_steps_of_one(setup, tmp_path):
+    init, examples = setup
+    one_log, one = run(init, examples, tmp_path / "one")
+    two_log, two = run(init, examples, tmp_path / "two", processes=2)
+    assert len(two_log) == len(one_log) == 2 * 4  # 7 batches, 4 steps an epoch; written once, not per process
+    for a, b in zip(one_log, two_log):
+        assert b["loss"] == pytest.approx(a["loss"], rel=RTOL)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=RTOL)
+        assert b["lr"] == a["lr"]
+    base = load_model(init, device="cpu")[0].state_dict()
+    assert max(float((one[k] - base[k]).abs().max()) for k in one) > 100 * ATOL  # training moved the weights
+    assert one.keys() == two.keys()
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < ATOL
+    stats = json.loads((tmp_path / "two" / "finetune_stats.json").read_text())
+    assert stats["steps"] == 8 and stats["examples"] == 25
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["finetune_stats.json", "finetuned", "train_log.jsonl"]
+    assert (tmp_path / "two" / "finetuned" / "model.safetensors").is_file()  # full Hugging Face format
+
+
+@pytest.mark.slow
+def test_lora_on_two_processes_folds_into_the_weights_one_process_gets(setup, tmp_path):
+    init, examples = setup
+    lora = dict(method="lora", lora_rank=4, lora_dropout=0.0, lora_targets=("q_proj", "v_proj"))
+    _, one = run(init, examples, tmp_path / "one", **lora)
+    _, two = run(init, examples, tmp_path / "two", processes=2, **lora)
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < ATOL
+
+
+@pytest.mark.slow
+def test_an_error_in_the_processes_is_one_line_and_writes_nothing(setup, tmp_path):
+    init, examples = setup
+    with pytest.raises(UserError, match=r"finetune.lora_targets \['nowhere'\] do not fit this model") as err:
+        run(init, examples, tmp_path / "run", processes=2, method="lora", lora_targets=("nowhere",))
+    assert "\n" not in str(err.value)
+    assert list((tmp_path / "run").iterdir()) == []  # no F_t, no stats, no log, no job folder
+
+
+def accelerate_file(tmp_path: Path, **settings) -> str:
+    path = tmp_path / "accelerate.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in {"distributed_type": "MULTI_GPU", **settings}.items()))
+    return str(path)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(processes=0), "finetune.processes must be at least 1, got 0"),
+    (dict(accelerate_config="/no/such/file.yaml"), "finetune.accelerate_config /no/such/file.yaml does not exist"),
+])
+def test_a_bad_process_setting_is_refused_when_the_config_loads(fields, message):
+    overrides = tuple(f"finetune.{k}={v}" for k, v in fields.items())
+    with pytest.raises(UserError, match=message):
+        load_config("smoke", overrides)
+
+
+def test_the_accelerate_file_must_agree_with_the_settings(tmp_path):
+    with pytest.raises(UserError, match="finetune.processes=2 but .* sets num_processes: 8; make them agree"):
+        check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(tmp_path, num_processes=8)))
+    with pytest.raises(UserError, match="distributed_type: NO, which runs one process"):
+        check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(tmp_path, distributed_type="'NO'")))
+    with pytest.raises(UserError, match="MULTI_CPU, which accelerate starts through mpirun"):
+        check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(tmp_path, distributed_type="MULTI_CPU")))
+    with pytest.raises(UserError, match="method=lora folds the adapter into whole weights, which FSDP shards"):
+        check_launch(FinetuneConfig(processes=2, method="lora", accelerate_config=accelerate_file(tmp_path, distributed_type="FSDP")))
+    with pytest.raises(UserError, match=r"distributed_type DDP is none of accelerate's \(NO, MULTI_CPU, MULTI_GPU"):
+        check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(tmp_path, distributed_type="DDP")))
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(UserError, match="must be a mapping of accelerate settings"):
+        check_launch(FinetuneConfig(processes=2, accelerate_config=str(tmp_path / "list.yaml")))
+    check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(tmp_path, num_processes=2)))
+
+
+def test_without_accelerate_more_processes_are_refused(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "accelerate" else real(name, *a))
+    with pytest.raises(UserError, match="not installed: pip install accelerate"):
+        check_launch(FinetuneConfig(processes=2))
+    check_launch(FinetuneConfig(processes=1))  # one process never needs it
