@@ -4,7 +4,7 @@
       config.yaml                       resolved config, written before any work
       run.lock                          held by the one `imm run` writing this folder (imm.run_lock)
       summary.csv                       arm,iteration,model,task,domain,metric,value,n
-      timings.jsonl                     wall time of every stage that ran (a log)
+      timings.jsonl                     wall time and peak memory of every stage that ran (a log; imm.stage_memory)
       report/                           index.html and its figures (imm report), refreshed every iteration
       iter_0/eval/generator.json        θ0's evaluation, shared by every arm (+ teacher.json with a teacher)
       analysis_cache/                   layer importance of θ0, computed once

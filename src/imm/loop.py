@@ -41,6 +41,7 @@ from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout, training_log
 from imm.outputs import atomic_write_text, is_temporary, remove_written
 from imm.run_lock import RunLock
+from imm.stage_memory import StageMemory
 
 
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
@@ -117,14 +118,15 @@ class Step:
             return
         started = time.perf_counter()
         try:
-            message = work() or ""
+            with StageMemory() as memory:  # its peak memory; on leaving, what it left is freed
+                message = work() or ""
         except UserError as err:  # say where the run stopped: the arm, the iteration and the stage
             raise UserError(f"{who} iteration {self.t}, {name}: {err}") from None
         seconds = time.perf_counter() - started
         print(f"{tag} {message} ({seconds:.1f}s)", flush=True)
         with open(self.layout.timings, "a") as f:
             f.write(json.dumps({"arm": who, "iteration": self.t, "stage": name,
-                                "seconds": round(seconds, 3)}) + "\n")
+                                "seconds": round(seconds, 3), **memory.record()}) + "\n")
 
     def _computed_by_another_arm(self, stage: str) -> str | None:
         for other in self.cfg.arms:

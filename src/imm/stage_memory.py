@@ -1,0 +1,96 @@
+"""Peak memory of one loop stage, as `imm run` records it in timings.jsonl, and freeing between stages.
+
+Each stage loads its own model and drops it when it returns; on leaving a stage the loop collects the
+garbage and hands the GPU's cached blocks back to the driver, so the next stage (or a child process:
+training processes, a vLLM engine) starts with an empty GPU and two models never share it. The record:
+
+    peak_rss_mib            the most resident memory the loop process held during the stage: Linux's high-water
+                            mark (VmHWM), reset when the stage starts, so exact and per stage. It includes what
+                            the process held before (interpreter, libraries, about 0.5 GiB with torch).
+    children_peak_rss_mib   the most the stage's child processes held together (accelerate's training processes,
+                            a vLLM engine), sampled every 0.25 s, so a shorter peak can be missed; 0 without any.
+    peak_gpu_mib            with CUDA: the most the loop process's tensors held on the GPU during the stage
+                            (torch.cuda.max_memory_allocated, reset when the stage starts). Child processes' GPU
+                            memory is not in it: theirs returns to the driver when they exit.
+    gpu_held_after_mib      with CUDA: what the loop process still holds on the GPU after the stage (near 0: the
+                            stage freed its model).
+
+Where /proc is missing (not Linux) peak_rss_mib is sampled like the children's.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from pathlib import Path
+
+MIB = 2**20
+INTERVAL = 0.25  # seconds between samples of the child processes (each costs about 2 ms)
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _high_water_mark() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _cuda():
+    """torch.cuda where this process already uses it; None otherwise (measuring must not start CUDA)."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_initialized() else None
+
+
+class StageMemory:
+    """`with StageMemory() as memory: stage()`, then `memory.record()` for timings.jsonl."""
+
+    def __enter__(self) -> "StageMemory":
+        import psutil
+
+        self._process = psutil.Process()
+        self._exact = _reset_high_water_mark()
+        self._own = self._children = 0
+        if cuda := _cuda():
+            cuda.reset_peak_memory_stats()
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        import psutil
+
+        while True:
+            held = 0
+            for child in self._process.children(recursive=True):
+                try:
+                    held += child.memory_info().rss
+                except psutil.Error:  # it ended between listing and reading
+                    pass
+            self._children = max(self._children, held)
+            self._own = max(self._own, self._process.memory_info().rss)
+            if self._stop.wait(INTERVAL):
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._sampler.join()
+        own = _high_water_mark() if self._exact else self._own
+        self._record = {"peak_rss_mib": round(own / MIB), "children_peak_rss_mib": round(self._children / MIB)}
+        gc.collect()  # a model caught in a reference cycle is freed here, not at some later stage
+        if cuda := _cuda():
+            cuda.empty_cache()  # cached blocks back to the driver: the next stage's child process may need them
+            self._record |= {"peak_gpu_mib": round(cuda.max_memory_allocated() / MIB),
+                             "gpu_held_after_mib": round(cuda.memory_allocated() / MIB)}
+
+    def record(self) -> dict:
+        return self._record

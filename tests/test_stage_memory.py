@@ -1,0 +1,73 @@
+"""Peak memory per stage (imm.stage_memory): per stage, not the process's all-time peak; child processes
+counted; and the real stages of a run leave no model alive behind them."""
+
+import dataclasses
+import gc
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from imm.stage_memory import StageMemory
+
+MIB = 2**20
+
+
+def hold(mib: int) -> None:
+    block = torch.ones(mib * MIB // 4, dtype=torch.float32)  # touched, so resident
+    del block
+
+
+def test_each_stage_gets_its_own_peak_not_the_process_high_water_mark():
+    """Stage one holds 300 MiB for a moment; stage two holds nothing: its peak is at least 250 MiB lower,
+    where the process's lifetime high-water mark (ru_maxrss) would report stage one's again."""
+    with StageMemory() as big:
+        hold(300)
+    with StageMemory() as small:
+        pass
+    assert big.record()["peak_rss_mib"] - small.record()["peak_rss_mib"] >= 250
+    assert small.record()["children_peak_rss_mib"] == 0
+    assert "peak_gpu_mib" not in small.record()  # no CUDA in this process
+
+
+def test_a_child_process_counts_in_the_stage_that_ran_it():
+    """A child that holds 200 MiB for a second is sampled (every 0.25 s) at 200 MiB or more."""
+    code = "import time; block = bytearray(200 * 2**20); time.sleep(1.0)"
+    with StageMemory() as memory:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    assert memory.record()["children_peak_rss_mib"] >= 200
+
+
+@pytest.mark.slow
+def test_the_real_stages_free_their_models_and_timings_record_memory(tmp_path):
+    """One iteration of the imm arm on the built-in model: after every stage no model is alive (a stage
+    holds its own and frees it, so two never share a device), and every line of timings.jsonl has a peak."""
+    from transformers import PreTrainedModel
+
+    from imm.config import load_config
+    from imm.layout import RunLayout
+    from imm.loop import real_stages, run_loop
+    from imm.models import fetch_model
+
+    cfg = load_config("smoke", (f"out_dir={tmp_path}", "iterations=1", "arms=[imm]", "data.train_questions=16",
+                                "eval.limit=8", "data.ood_tasks=[arith_long]", "eval.diversity_k=0",
+                                "analysis.probe_size=4"))
+    stages = real_stages(cfg, RunLayout(cfg.run_dir), fetch_model(cfg.model.base).folder)
+    alive_after = {}
+
+    def checked(name, stage):
+        def run(*args):
+            message = stage(*args)
+            gc.collect()
+            alive_after[name] = sum(isinstance(o, PreTrainedModel) for o in gc.get_objects())
+            return message
+        return run
+
+    names = ("sample", "verify", "finetune", "merge", "evaluate", "analyse")
+    run_loop(cfg, stages=dataclasses.replace(stages, **{n: checked(n, getattr(stages, n)) for n in names}))
+    assert set(alive_after) == set(names) and all(n == 0 for n in alive_after.values()), alive_after
+    lines = [json.loads(line) for line in (cfg.run_dir / "timings.jsonl").read_text().splitlines()]
+    assert {line["stage"] for line in lines} == set(names)
+    assert all(line["peak_rss_mib"] > 100 and line["children_peak_rss_mib"] >= 0 for line in lines)
