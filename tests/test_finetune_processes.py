@@ -9,10 +9,14 @@ process that trained the wrong rows, or a gradient summed at the wrong scale, mi
 
 import json
 import random
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm.config import load_config
@@ -25,6 +29,7 @@ from imm.verify.training_set import Example
 from imm.world.tokenizer import train_tokenizer
 
 RTOL, ATOL = 1e-5, 1e-5
+DOCUMENTED = Path(__file__).resolve().parents[1] / "docs" / "accelerate"  # the files docs/scale.md shows
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def setup(tmp_path_factory) -> tuple[Path, list[Example]]:
 
 
 def run(init: Path, examples, root: Path, **fields) -> tuple[list[dict], dict]:
-    root.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
     cfg = FinetuneConfig(learning_rate=3e-3, epochs=2, batch_size=4, grad_accum=2, warmup_ratio=0.1, **fields)
     finetune_checkpoint(init, examples, cfg, root / "finetuned", root / "finetune_stats.json", seed=3, device="cpu",
                         log_out=root / "train_log.jsonl")
@@ -90,6 +95,29 @@ def test_an_error_in_the_processes_is_one_line_and_writes_nothing(setup, tmp_pat
     assert list((tmp_path / "run").iterdir()) == []  # no F_t, no stats, no log, no job folder
 
 
+@pytest.mark.slow
+def test_two_machines_sharing_the_run_folder_take_the_steps_of_one(setup, tmp_path):
+    """Two machines simulated on this one (a process each, a static rendezvous on a free local port): the
+    loop's side starts machine 0, and `python -m imm.finetune_launch RUN --follow` joins as machine 1 from
+    the job it finds in the run folder. F_t equals one process's within the tolerance."""
+    init, examples = setup
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two_machines = accelerate_file(tmp_path, num_machines=2, num_processes=2, machine_rank=0, rdzv_backend="static",
+                                   main_process_ip="127.0.0.1", main_process_port=port, same_network="true")
+    run_dir = tmp_path / "run"
+    follower = subprocess.Popen([sys.executable, "-m", "imm.finetune_launch", str(run_dir), "--follow",
+                                 "--machine-rank", "1", "--config-file", two_machines])
+    try:
+        _, two = run(init, examples, run_dir / "arms" / "imm" / "iter_1", processes=2, accelerate_config=two_machines)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=60)
+    _, one = run(init, examples, tmp_path / "one")
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < ATOL
+
+
 def accelerate_file(tmp_path: Path, **settings) -> str:
     path = tmp_path / "accelerate.yaml"
     path.write_text("".join(f"{k}: {v}\n" for k, v in {"distributed_type": "MULTI_GPU", **settings}.items()))
@@ -117,6 +145,9 @@ def test_the_accelerate_file_must_agree_with_the_settings(tmp_path):
         check_launch(FinetuneConfig(processes=2, method="lora", accelerate_config=accelerate_file(tmp_path, distributed_type="FSDP")))
     with pytest.raises(UserError, match=r"distributed_type DDP is none of accelerate's \(NO, MULTI_CPU, MULTI_GPU"):
         check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(tmp_path, distributed_type="DDP")))
+    with pytest.raises(UserError, match=r"DeepSpeed clips gradients at deepspeed_config.gradient_clipping \(0.5\)"):
+        check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(
+            tmp_path, distributed_type="DEEPSPEED", deepspeed_config="{zero_stage: 3, gradient_clipping: 0.5}")))
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(UserError, match="must be a mapping of accelerate settings"):
         check_launch(FinetuneConfig(processes=2, accelerate_config=str(tmp_path / "list.yaml")))
@@ -131,3 +162,14 @@ def test_without_accelerate_more_processes_are_refused(monkeypatch):
     with pytest.raises(UserError, match="not installed: pip install accelerate"):
         check_launch(FinetuneConfig(processes=2))
     check_launch(FinetuneConfig(processes=1))  # one process never needs it
+
+
+@pytest.mark.parametrize("path", sorted(DOCUMENTED.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_documented_accelerate_files_load_and_agree_with_their_commands(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    load_config_from_file(str(path))  # accelerate's own reader takes it
+    processes = yaml.safe_load(path.read_text())["num_processes"]
+    assert f"finetune.processes={processes} finetune.accelerate_config=docs/accelerate/{path.name}" in \
+        " ".join(path.read_text().replace("#", " ").split())  # the command in its header
+    check_launch(FinetuneConfig(processes=processes, accelerate_config=str(path)))

@@ -64,27 +64,34 @@ def check_launch(cfg: FinetuneConfig) -> None:
     if importlib.util.find_spec("accelerate") is None:
         raise UserError(f"finetune.processes={cfg.processes} trains through Hugging Face accelerate, which is not "
                         f"installed: pip install accelerate (or set finetune.processes=1)")
-    file = read_accelerate_config(cfg.accelerate_config) if cfg.accelerate_config else {}
-    kind = str(file.get("distributed_type", "MULTI_GPU"))
     if cfg.accelerate_config:
-        from accelerate.utils import DistributedType
+        _check_file(cfg, read_accelerate_config(cfg.accelerate_config))
 
-        known = [t.name for t in DistributedType]
-        if kind not in known:
-            raise UserError(f"{cfg.accelerate_config}: distributed_type {kind} is none of accelerate's "
-                            f"({', '.join(known)}); fix the file (quote 'NO': YAML reads a bare NO as false)")
+
+def _check_file(cfg: FinetuneConfig, file: dict) -> None:
+    """accelerate's file against the finetune settings: where both say something, they must agree."""
+    from accelerate.utils import DistributedType
+
+    name, kind, known = cfg.accelerate_config, str(file.get("distributed_type", "NO")), [t.name for t in DistributedType]
+    if kind not in known:
+        raise UserError(f"{name}: distributed_type {kind} is none of accelerate's ({', '.join(known)}); fix the "
+                        f"file (quote 'NO': YAML reads a bare NO as false)")
     if "num_processes" in file and file["num_processes"] != cfg.processes:
-        raise UserError(f"finetune.processes={cfg.processes} but {cfg.accelerate_config} sets num_processes: "
-                        f"{file['num_processes']}; make them agree (both count every process on every machine)")
+        raise UserError(f"finetune.processes={cfg.processes} but {name} sets num_processes: {file['num_processes']}; "
+                        f"make them agree (both count every process on every machine)")
     if kind in ONE_PROCESS_TYPES and cfg.processes > 1:
-        raise UserError(f"{cfg.accelerate_config} sets distributed_type: {kind}, which runs one process, but "
-                        f"finetune.processes={cfg.processes}; use MULTI_GPU (DDP), FSDP or DEEPSPEED")
+        raise UserError(f"{name} sets distributed_type: {kind}, which runs one process, but finetune.processes="
+                        f"{cfg.processes}; use MULTI_GPU (DDP), FSDP or DEEPSPEED")
     if kind == "MULTI_CPU":
-        raise UserError(f"{cfg.accelerate_config} sets distributed_type: MULTI_CPU, which accelerate starts through "
-                        f"mpirun; use MULTI_GPU: on a machine without GPUs it trains on CPUs over gloo")
+        raise UserError(f"{name} sets distributed_type: MULTI_CPU, which accelerate starts through mpirun; use "
+                        f"MULTI_GPU: on a machine without GPUs it trains on CPUs over gloo")
     if cfg.method == "lora" and kind not in FOLDING_TYPES:
         raise UserError(f"finetune.method=lora folds the adapter into whole weights, which {kind} shards across "
                         f"processes; use DDP (distributed_type: MULTI_GPU) for LoRA, or method=full with {kind}")
+    clipping = (file.get("deepspeed_config") or {}).get("gradient_clipping")
+    if kind == "DEEPSPEED" and clipping != cfg.max_grad_norm:  # DeepSpeed clips by its own setting, not ours
+        raise UserError(f"{name}: DeepSpeed clips gradients at deepspeed_config.gradient_clipping ({clipping}), but "
+                        f"finetune.max_grad_norm={cfg.max_grad_norm}; set gradient_clipping: {cfg.max_grad_norm}")
 
 
 def _free_port() -> int:
@@ -207,6 +214,7 @@ def follow(run_dir: Path, machine_rank: int, accelerate_config: str, poll: float
                 joined.add(job.parent)
                 cfg = from_dict(FinetuneConfig, json.loads(job.read_text())["finetune"])
                 cfg = FinetuneConfig(**{**asdict(cfg), "accelerate_config": accelerate_config})
+                print(f"machine {machine_rank}: joining the training job {job.parent}", flush=True)
                 subprocess.run(launch_command(job.parent, cfg, machine_rank), stdin=subprocess.DEVNULL)
         time.sleep(poll)
 
