@@ -173,3 +173,13 @@ def test_the_documented_accelerate_files_load_and_agree_with_their_commands(path
     assert f"finetune.processes={processes} finetune.accelerate_config=docs/accelerate/{path.name}" in \
         " ".join(path.read_text().replace("#", " ").split())  # the command in its header
     check_launch(FinetuneConfig(processes=processes, accelerate_config=str(path)))
+
+
+def test_the_process_settings_are_run_options_so_a_run_resumes_under_others():
+    """Same steps up to rounding (the tolerance above): resuming with another count or file is allowed;
+    the global batch stays an experiment setting."""
+    from imm.config import experiment_settings
+
+    settings = experiment_settings(load_config("smoke"))
+    assert "finetune.processes" not in settings and "finetune.accelerate_config" not in settings
+    assert "finetune.batch_size" in settings and "finetune.grad_accum" in settings
