@@ -207,6 +207,11 @@ def follow(run_dir: Path, machine_rank: int, accelerate_config: str, poll: float
     (a shared filesystem), as process group member `machine_rank`, until the loop ends (Ctrl-C)."""
     from imm.config import from_dict
 
+    if not accelerate_config:
+        raise UserError("--follow needs --config-file: the accelerate file of the machines, as the loop's node has it")
+    if int(read_accelerate_config(accelerate_config).get("num_machines", 1)) < 2:
+        raise UserError(f"{accelerate_config} sets num_machines below 2, so no other machine takes part; set "
+                        f"num_machines, main_process_ip and main_process_port for all machines (docs/scale.md)")
     joined: set[Path] = set()
     while True:
         for job in sorted(run_dir.glob("arms/*/iter_*/.*-job.tmp-*/" + JOB)):
