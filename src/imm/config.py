@@ -44,6 +44,7 @@ class ModelConfig:
     device: str = run_option("auto")  # auto | cpu | cuda[:N]
     dtype: str = run_option("auto")  # auto | float32 | bfloat16 | float16
     threads: int = run_option(0)  # CPU threads for torch; 0 = torch's default (one per core)
+    workers: int = run_option(0)  # CPU generation processes (imm.engines.hf); 0 = one per core, 1 on a GPU
     allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.models)
     trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
 

@@ -58,10 +58,12 @@ def open_engine(path: str | Path, sampling: "SampleConfig", model: "ModelConfig"
     `batch_size` counts sequences per generation batch (`sampling.batch_size` or `eval.batch_size`)."""
     check_backend(sampling.backend)
     if sampling.backend == "hf":
-        from imm.engines.hf import HFEngine
+        from imm.engines.hf import HFEngine, cpu_workers
         from imm.models import load_model
 
-        engine = HFEngine(*load_model(path, device=model.device, dtype=model.dtype), batch_size=batch_size)
+        loaded, tokenizer = load_model(path, device=model.device, dtype=model.dtype)
+        engine = HFEngine(loaded, tokenizer, batch_size=batch_size,
+                          workers=cpu_workers(model.workers, str(loaded.device)))
     else:
         from imm.engines.vllm import VLLMEngine
 

@@ -8,7 +8,9 @@ distribution (after temperature and top-p) the token was drawn from.
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -80,37 +82,98 @@ def _completion(tokenizer, tokens: torch.Tensor, entropy: torch.Tensor, stop) ->
 def generate(
     model, tokenizer, prompts: Sequence[str], *, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
     max_new_tokens: int = 256, batch_size: int = 64, stop: Sequence[str] = STOP_STRINGS, seed: int = 0,
-    desc: str | None = None,
+    desc: str | None = None, workers: int = 1,
 ) -> list[list[Completion]]:
-    """k completions per prompt (temperature 0 = greedy); `batch_size` counts sequences, not prompts."""
+    """k completions per prompt (temperature 0 = greedy); `batch_size` counts sequences, not prompts.
+
+    Batches are fixed by the prompts alone (sorted by length, cut every `batch_size // k`) and batch b
+    draws from seed·100003 + b, so `workers` > 1 (forked processes on a CPU, each running whole
+    batches) changes only who computes a batch, never what it holds or draws."""
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     per_batch = max(1, batch_size // k)
+    batches = [order[start:start + per_batch] for start in range(0, len(order), per_batch)]
+    job = _Job(model, tokenizer, [[prompts[i] for i in idx] for idx in batches], k, temperature, top_p,
+               max_new_tokens, tuple(stop), seed)
     results: list[list[Completion]] = [[] for _ in prompts]
     bar = tqdm(total=len(prompts), desc=desc, unit="q", disable=desc is None, leave=False)
-    for b, start in enumerate(range(0, len(order), per_batch)):
-        idx = order[start:start + per_batch]
-        flat = _generate_batch(model, tokenizer, [prompts[i] for i in idx], k, temperature, top_p,
-                               max_new_tokens, stop, seed * 100_003 + b)
-        for j, i in enumerate(idx):
+    for b, flat in _run_batches(job, workers):
+        for j, i in enumerate(batches[b]):
             results[i] = flat[j * k:(j + 1) * k]
-        bar.update(len(idx))
+        bar.update(len(batches[b]))
     bar.close()
     return results
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One `generate` call: its batches of prompts and every setting they share."""
+
+    model: object
+    tokenizer: object
+    batches: list[list[str]]
+    k: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: tuple[str, ...]
+    seed: int
+
+    def batch(self, b: int) -> tuple[int, list[Completion]]:
+        return b, _generate_batch(self.model, self.tokenizer, self.batches[b], self.k, self.temperature, self.top_p,
+                                  self.max_new_tokens, self.stop, self.seed * 100_003 + b)
+
+
+_FORKED_JOB: _Job | None = None  # the job a forked worker inherits from its parent
+
+
+def _forked_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _forked_batch(b: int) -> tuple[int, list[Completion]]:
+    return _FORKED_JOB.batch(b)
+
+
+def _run_batches(job: _Job, workers: int) -> Iterator[tuple[int, list[Completion]]]:
+    """(b, completions of batch b) for every batch, in this process or in `workers` forked ones.
+    Forked workers share the loaded model copy-on-write and split this process's torch threads."""
+    global _FORKED_JOB
+    workers = min(workers, len(job.batches))
+    if workers <= 1 or job.model.device.type != "cpu":  # a CUDA context does not survive fork
+        yield from (job.batch(b) for b in range(len(job.batches)))
+        return
+    import multiprocessing
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its thread pool does not survive fork either
+    threads = max(1, torch.get_num_threads() // workers)
+    _FORKED_JOB = job
+    try:
+        with multiprocessing.get_context("fork").Pool(workers, _forked_worker, (threads,)) as pool:
+            yield from pool.imap_unordered(_forked_batch, range(len(job.batches)))
+    finally:
+        _FORKED_JOB = None
+
+
+def cpu_workers(setting: int, device: str) -> int:
+    """Generation processes: `setting`, or with 0 one per CPU core on a CPU and 1 on a GPU."""
+    if setting:
+        return setting
+    return 1 if device.startswith("cuda") else max(1, len(os.sched_getaffinity(0)))
 
 
 class HFEngine:
-    """A loaded (model, tokenizer) as an engine; `close` drops the model and returns its GPU memory."""
+    """A loaded (model, tokenizer) as an engine; `close` drops the model and returns its GPU memory.
+    On a CPU, `workers` forked processes generate whole batches side by side (`generate`)."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 64):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    def __init__(self, model, tokenizer, *, batch_size: int = 64, workers: int = 1):
+        self.model, self.tokenizer, self.batch_size, self.workers = model, tokenizer, batch_size, workers
 
     def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float = 1.0,
                  max_new_tokens: int, stop: Sequence[str], seed: int, desc: str | None = None) -> list[list[Completion]]:
         return generate(self.model, self.tokenizer, prompts, k=k, temperature=temperature, top_p=top_p,
-                        max_new_tokens=max_new_tokens, batch_size=self.batch_size, stop=stop, seed=seed, desc=desc)
+                        max_new_tokens=max_new_tokens, batch_size=self.batch_size, stop=stop, seed=seed, desc=desc,
+                        workers=self.workers)
 
     def record(self, *, k: int, temperature: float, top_p: float, max_new_tokens: int, stop: Sequence[str]) -> dict:
         settings = generation_settings(self.tokenizer, k=k, temperature=temperature, top_p=top_p,

@@ -34,6 +34,18 @@ class EvalResult:
     rows: tuple[dict[str, Any], ...]  # one per completion: greedy first, then the K samples per question
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One task's questions to evaluate: greedy always, and k samples per question when k > 0."""
+
+    task: Task
+    problems: Sequence[Problem]
+    prompter: "Prompter | None" = None  # imm.prompts; by default the task's zero-shot prompt
+    k: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
 def evaluate(
     engine: "Engine", task: Task, problems: Sequence[Problem], *, k: int = 0, temperature: float = 1.0,
     top_p: float = 1.0, max_new_tokens: int = 256, seed: int = 0, prompter: "Prompter | None" = None,
@@ -41,17 +53,34 @@ def evaluate(
     """Greedy accuracy (both metrics) and, for k > 0, the figures of k samples per question, from the
     completions of `engine` (imm.engines). Prompts come from `prompter` (imm.prompts: worked examples,
     chat template), by default the task's zero-shot prompt."""
+    asked = Asked(task, problems, prompter, k, temperature, top_p)
+    return evaluate_many(engine, [asked], max_new_tokens=max_new_tokens, seed=seed)[0]
+
+
+def evaluate_many(engine: "Engine", asked: Sequence[Asked], *, max_new_tokens: int = 256,
+                  seed: int = 0) -> list[EvalResult]:
+    """`evaluate` of several tasks, with the greedy answers of all of them drawn in one call (one set of
+    length-sorted batches; a prompt asked twice is answered once) and each task's samples as `evaluate`
+    draws them (seed `seed`). Greedy decoding depends on nothing but the prompt, so the results equal
+    per-task `evaluate` calls wherever a prompt's greedy answer does not depend on its batch mates."""
     from imm.prompts import Prompter
 
-    prompter = prompter or Prompter(task)
-    prompts = [prompter(p) for p in problems]
-    options = dict(max_new_tokens=max_new_tokens, stop=prompter.stop, seed=seed)
-    greedy = engine.generate(prompts, k=1, temperature=0.0, top_p=1.0, desc=f"{task.name} greedy", **options)
-    sampled = None
-    if k > 0:
-        sampled = engine.generate(prompts, k=k, temperature=temperature, top_p=top_p, desc=f"{task.name} k={k}",
-                                  **options)
-    return score_completions(task, problems, prompts, [g[0] for g in greedy], sampled)
+    prompters = [a.prompter or Prompter(a.task) for a in asked]
+    prompts = [[ask(p) for p in a.problems] for a, ask in zip(asked, prompters)]
+    greedy: dict[tuple[str, tuple[str, ...]], CompletionLike] = {}
+    for stop in dict.fromkeys(tuple(ask.stop) for ask in prompters):  # one call per set of stop strings
+        todo = list(dict.fromkeys(p for ps, ask in zip(prompts, prompters) if tuple(ask.stop) == stop for p in ps))
+        done = engine.generate(todo, k=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, stop=stop,
+                               seed=seed, desc=f"greedy ({len(todo)} prompts)")
+        greedy |= {(p, stop): group[0] for p, group in zip(todo, done)}
+    results = []
+    for a, ask, ps in zip(asked, prompters, prompts):
+        sampled = None
+        if a.k > 0:
+            sampled = engine.generate(ps, k=a.k, temperature=a.temperature, top_p=a.top_p, max_new_tokens=max_new_tokens,
+                                      stop=ask.stop, seed=seed, desc=f"{a.task.name} k={a.k}")
+        results.append(score_completions(a.task, a.problems, ps, [greedy[p, tuple(ask.stop)] for p in ps], sampled))
+    return results
 
 
 def score_completions(

@@ -16,29 +16,30 @@ def evaluate_on_run_tasks(model_path: Path, data: "DataConfig", prompt: "PromptC
     """Write `out` ({task: {domain, n, metrics}}) and the completions behind it beside it; the completions
     come from the engine `s.backend` names."""
     from imm.engines import open_engine
-    from imm.evaluation.harness import evaluate
+    from imm.evaluation.harness import Asked, evaluate_many
     from imm.layout import eval_samples
     from imm.outputs import atomic_write_json, atomic_write_jsonl
     from imm.prompts import prompter
     from imm.tasks.registry import get_task
 
-    results, rows = {}, []
+    domains = [(domain, get_task(name)) for domain, names in (("id", data.id_tasks), ("ood", data.ood_tasks))
+               for name in names]
     with open_engine(model_path, s, m, batch_size=e.batch_size) as engine:
-        for domain, names in (("id", data.id_tasks), ("ood", data.ood_tasks)):
-            for name in names:
-                task = get_task(name)
-                problems = task.problems("test")[:e.limit]
-                r = evaluate(engine, task, problems, max_new_tokens=e.max_new_tokens, seed=seed,
-                             prompter=prompter(task, prompt, engine.tokenizer, asked=problems))
-                results[task.name] = {"domain": domain, "n": r.n, "metrics": r.metrics}
-                rows += r.rows
+        asked = [Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems))
+                 for _, task in domains for problems in [task.problems("test")[:e.limit]]]
         if e.diversity_k:
             task = get_task(data.id_tasks[0])
             problems = task.problems("test")[:e.diversity_questions]
-            r = evaluate(engine, task, problems, k=e.diversity_k, temperature=e.diversity_temperature,
-                         max_new_tokens=e.max_new_tokens, seed=seed,
-                         prompter=prompter(task, prompt, engine.tokenizer, asked=problems))
-            results[f"{task.name}@diversity"] = {"domain": "id", "n": r.n, "metrics": r.metrics}
+            asked.append(Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems),
+                               e.diversity_k, e.diversity_temperature))
+        evaluated = evaluate_many(engine, asked, max_new_tokens=e.max_new_tokens, seed=seed)
+    results, rows = {}, []
+    for (domain, task), r in zip(domains, evaluated):
+        results[task.name] = {"domain": domain, "n": r.n, "metrics": r.metrics}
+        rows += r.rows
+    if e.diversity_k:
+        r = evaluated[-1]
+        results[f"{r.task}@diversity"] = {"domain": "id", "n": r.n, "metrics": r.metrics}
     atomic_write_jsonl(eval_samples(out), rows)
     atomic_write_json(out, results)
     id_acc = results[get_task(data.id_tasks[0]).name]["metrics"].get("strict-match")
