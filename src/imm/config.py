@@ -64,7 +64,21 @@ class SampleConfig:
     top_p: float = 1.0
     max_new_tokens: int = 128
     batch_size: int = run_option(64)  # sequences per generation batch
-    backend: str = "hf"  # generation engine for sampling, evaluation and the probe: hf | vllm (imm.engines)
+    backend: str = "hf"  # generation engine for sampling and evaluation: hf | vllm (imm.engines)
+    # The vllm engine's run options (imm.engines.vllm; docs/scale.md "Sampling with vLLM"):
+    vllm_python: str = run_option("")  # Python of vLLM's environment; "" = this one if it has vLLM, else .venv-vllm
+    vllm_tensor_parallel: int = run_option(1)  # GPUs per vLLM engine (tensor_parallel_size)
+    vllm_data_parallel: int = run_option(1)  # vLLM engines, each on its own GPUs, splitting the prompts
+    vllm_gpu_memory: float = run_option(0.85)  # share of each GPU's memory vLLM takes (gpu_memory_utilization)
+    vllm_max_model_len: int = run_option(0)  # prompt + answer tokens per sequence; 0 = the checkpoint's own
+    vllm_executor: str = run_option("mp")  # mp: GPUs of this node; ray: GPUs of a Ray cluster (several nodes)
+
+
+def _check_engine(s: SampleConfig) -> None:
+    """The vllm fields, and with backend vllm that its Python starts vLLM (imm.engines.vllm)."""
+    from imm.engines.vllm import check_vllm
+
+    check_vllm(s, start=s.backend == "vllm")
 
 
 @dataclass(frozen=True)
@@ -299,6 +313,7 @@ def validate(cfg: RunConfig) -> None:
              f"set eval.diversity_k=0 or a temperature above 0")
     _require(0 < cfg.sampling.top_p <= 1, f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
     check_backend(cfg.sampling.backend)
+    _check_engine(cfg.sampling)
     check_prompt(cfg.prompt)
     _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
     _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")

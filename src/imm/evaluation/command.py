@@ -19,11 +19,18 @@ from pathlib import Path
 from imm.config import EvalConfig, ModelConfig, SampleConfig, add_config_flag
 from imm.prompts import PromptConfig, Prompter, check_prompt, prompter
 from imm.engines import check_backend
+from imm.engines.vllm import check_vllm
 from imm.errors import UserError
 from imm.outputs import atomic_write_json, atomic_write_jsonl, check_output_dir, output_dir
 from imm.tasks.registry import TASKS, get_task
 
 EVAL = "eval"  # the kind of output `imm eval` writes (imm.outputs)
+VLLM_FLAGS = {"vllm_python": "with --backend vllm: the Python of vLLM's environment",
+              "vllm_tensor_parallel": "with --backend vllm: GPUs per vLLM engine",
+              "vllm_data_parallel": "with --backend vllm: vLLM engines splitting the prompts",
+              "vllm_gpu_memory": "with --backend vllm: share of each GPU's memory vLLM takes",
+              "vllm_max_model_len": "with --backend vllm: prompt + answer tokens; 0 = the checkpoint's",
+              "vllm_executor": "with --backend vllm: mp (this node) or ray (a Ray cluster)"}
 
 
 def _task_list() -> str:
@@ -53,6 +60,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_flag(parser, "--max-new-tokens", EvalConfig, "max_new_tokens", "tokens generated per answer")
     add_config_flag(parser, "--batch-size", EvalConfig, "batch_size", "sequences per generation batch")
     add_config_flag(parser, "--backend", SampleConfig, "backend", "generation engine: hf or vllm")
+    for name, text in VLLM_FLAGS.items():
+        add_config_flag(parser, "--" + name.replace("_", "-"), SampleConfig, name, text)
     parser.add_argument("--seed", type=int, default=0)
     add_config_flag(parser, "--device", ModelConfig, "device", "auto, cpu, cuda, cuda:1 ...")
     add_config_flag(parser, "--dtype", ModelConfig, "dtype", "auto, float32, bfloat16, float16")
@@ -66,6 +75,7 @@ def _check_options(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     check_backend(args.backend)
+    check_vllm(_sampling(args), start=args.backend == "vllm")
     if args.samples < 0 or args.shots < 0:
         raise UserError("--samples and --shots must be 0 or more")
     if args.samples and not (args.temperature >= 0 and 0 < args.top_p <= 1):
@@ -96,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     from imm.evaluation.harness import evaluate
     from imm.models import LoadPolicy, load_policy
 
-    sampling = SampleConfig(backend=args.backend)
+    sampling = _sampling(args)
     model = ModelConfig(device=args.device, dtype=args.dtype)
     results = {}
     with load_policy(LoadPolicy(args.allow_pickle, args.trust_remote_code)), \
@@ -113,6 +123,11 @@ def main(args: argparse.Namespace) -> int:
         atomic_write_json(tmp / "results.json", {"results": results, "config": config})
     print(f"wrote {args.out / 'results.json'}")
     return 0
+
+
+def _sampling(args: argparse.Namespace) -> SampleConfig:
+    """The engine's settings from the flags (imm run's sampling.backend and sampling.vllm_*)."""
+    return SampleConfig(backend=args.backend, **{name: getattr(args, name) for name in VLLM_FLAGS})
 
 
 def _line(task: str, figures: dict) -> str:
