@@ -154,12 +154,15 @@ def test_the_accelerate_file_must_agree_with_the_settings(tmp_path):
     check_launch(FinetuneConfig(processes=2, accelerate_config=accelerate_file(tmp_path, num_processes=2)))
 
 
-def test_a_follower_without_a_machines_file_stops_at_once(tmp_path, capsys):
-    from imm.finetune_launch import main
+def test_a_follower_without_a_machines_file_stops_at_once(tmp_path):
+    """In a child with a deadline: a follower that failed to refuse would poll for jobs forever."""
+    def follow(*extra):
+        command = [sys.executable, "-m", "imm.finetune_launch", str(tmp_path), "--follow", *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
-    assert main([str(tmp_path), "--follow"]) == 2
-    assert main([str(tmp_path), "--follow", "--config-file", accelerate_file(tmp_path, num_machines=1)]) == 2
-    assert capsys.readouterr().err.splitlines()[-1].startswith("imm: error: ")
+    for done in (follow(), follow("--config-file", accelerate_file(tmp_path, num_machines=1))):
+        assert done.returncode == 2
+        assert done.stderr.splitlines()[-1].startswith("imm: error: ")
     assert list(tmp_path.iterdir()) == [tmp_path / "accelerate.yaml"]  # it wrote nothing
 
 
