@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     _check_options(args)
     loaded = _load_tasks(args)
     from imm.engines import open_engine
-    from imm.evaluation.harness import evaluate
+    from imm.evaluation.harness import Asked, evaluate_many
     from imm.models import LoadPolicy, load_policy
 
     sampling = _sampling(args)
@@ -112,10 +112,10 @@ def main(args: argparse.Namespace) -> int:
     with load_policy(LoadPolicy(args.allow_pickle, args.trust_remote_code)), \
             open_engine(args.model, sampling, model, batch_size=args.batch_size) as engine, \
             output_dir(args.out, EVAL, overwrite=args.overwrite, inputs=[args.model]) as tmp:
-        for task, problems, prompts in loaded:
-            result = evaluate(engine, task, problems, k=args.samples, temperature=args.temperature,
-                              top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                              prompter=dataclasses.replace(prompts, tokenizer=engine.tokenizer))
+        asked = [Asked(task, problems, dataclasses.replace(prompts, tokenizer=engine.tokenizer), args.samples,
+                       args.temperature, args.top_p) for task, problems, prompts in loaded]
+        evaluated = evaluate_many(engine, asked, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        for (task, _, _), result in zip(loaded, evaluated):
             atomic_write_jsonl(tmp / f"samples_{task.name}.jsonl", result.rows)
             results[task.name] = {**result.metrics, "n": result.n}
             print(_line(task.name, results[task.name]), flush=True)
