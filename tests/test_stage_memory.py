@@ -6,6 +6,7 @@ import gc
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -32,12 +33,21 @@ def test_each_stage_gets_its_own_peak_not_the_process_high_water_mark():
     assert "peak_gpu_mib" not in small.record()  # no CUDA in this process
 
 
-def test_a_child_process_counts_in_the_stage_that_ran_it():
-    """A child that holds 200 MiB for a second is sampled (every 0.25 s) at 200 MiB or more."""
-    code = "import time; block = bytearray(200 * 2**20); time.sleep(1.0)"
-    with StageMemory() as memory:
-        subprocess.run([sys.executable, "-c", code], check=True)
-    assert memory.record()["children_peak_rss_mib"] >= 200
+def test_a_child_process_counts_in_the_stage_that_started_it_only():
+    """A child that holds 200 MiB is sampled (every 0.25 s) at 200 MiB or more in the stage that started it;
+    the next stage, during which it still runs, does not count it."""
+    code = "import sys, time; block = bytearray(200 * 2**20); print(flush=True); time.sleep(float(sys.argv[1]))"
+    with StageMemory() as first:
+        subprocess.run([sys.executable, "-c", code, "1.0"], check=True)
+        pool = subprocess.Popen([sys.executable, "-c", code, "30"], stdout=subprocess.PIPE)
+        pool.stdout.readline()  # it holds its 200 MiB now
+        time.sleep(0.6)
+    with StageMemory() as second:
+        time.sleep(0.6)
+    pool.kill()
+    pool.wait()
+    assert first.record()["children_peak_rss_mib"] >= 200
+    assert second.record()["children_peak_rss_mib"] == 0
 
 
 @pytest.mark.slow

@@ -7,8 +7,10 @@ training processes, a vLLM engine) starts with an empty GPU and two models never
     peak_rss_mib            the most resident memory the loop process held during the stage: Linux's high-water
                             mark (VmHWM), reset when the stage starts, so exact and per stage. It includes what
                             the process held before (interpreter, libraries, about 0.5 GiB with torch).
-    children_peak_rss_mib   the most the stage's child processes held together (accelerate's training processes,
-                            a vLLM engine), sampled every 0.25 s, so a shorter peak can be missed; 0 without any.
+    children_peak_rss_mib   the most the child processes the stage started held together (accelerate's training
+                            processes, a vLLM engine), sampled every 0.25 s, so a shorter peak can be missed; 0
+                            without any. A child that outlives its stage (a worker pool) counts in the stage that
+                            started it only.
     peak_gpu_mib            with CUDA: the most the loop process's tensors held on the GPU during the stage
                             (torch.cuda.max_memory_allocated, reset when the stage starts). Child processes' GPU
                             memory is not in it: theirs returns to the driver when they exit.
@@ -58,6 +60,7 @@ class StageMemory:
 
         self._process = psutil.Process()
         self._exact = _reset_high_water_mark()
+        self._older = {c.pid for c in self._process.children(recursive=True)}  # a pool an earlier stage started
         self._own = self._children = 0
         if cuda := _cuda():
             cuda.reset_peak_memory_stats()
@@ -72,6 +75,8 @@ class StageMemory:
         while True:
             held = 0
             for child in self._process.children(recursive=True):
+                if child.pid in self._older:
+                    continue
                 try:
                     held += child.memory_info().rss
                 except psutil.Error:  # it ended between listing and reading
