@@ -114,6 +114,27 @@ def test_gradient_importance_is_the_norm_of_the_mean_loss_gradient(world):
     assert all(p.requires_grad for p in model.parameters())  # flags restored
 
 
+def test_cosine_sum_counts_real_tokens_only():
+    """Rows (one sequence, 3 tokens, hidden 2): x_in = [1, 0], [0, 1], [9, 9]; x_out = [1, 0], [1, 1], [−5, 3];
+    cosines 1, 1/√2 and (padding, masked) 0.267...: Σ over real tokens = 1 + 1/√2 ≈ 1.70711."""
+    x_in = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])
+    x_out = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [-5.0, 3.0]]])
+    assert imp.cosine_sum(x_in, x_out, torch.tensor([[1, 1, 0]])) == pytest.approx(1 + 2 ** -0.5)
+
+
+def test_block_influence_is_zero_for_an_identity_block_and_blind_to_padding(world):
+    """An identity block returns its input: cos = 1 on every token, influence 1 − 1 = 0; the random blocks move
+    their input (influence > 0.01). Batches of 1 (no padding) and of 8 (right padding) give the same values, since
+    padded rows are masked out of the mean."""
+    task, problems, tokenizer = world
+    model = tiny_lm(tokenizer, identity_block=1)
+    probe = imp.Probe(task, tuple(problems))
+    alone = imp.influence_importance(model, tokenizer, probe, batch_size=1)
+    padded = imp.influence_importance(model, tokenizer, probe, batch_size=8)
+    assert alone.values[1] == pytest.approx(0, abs=1e-6) and min(alone.values[0], alone.values[2]) > 0.01
+    assert [padded.values[i] for i in range(3)] == pytest.approx([alone.values[i] for i in range(3)], abs=1e-5)
+
+
 def test_probe_set_takes_verified_test_problems_and_rejects_bad_input():
     probe = imp.probe_set("arith", 5)
     assert len(probe.problems) == 5 and all(p.solution.endswith(f"The answer is {p.answer}.") for p in probe.problems)

@@ -33,6 +33,8 @@ class Recorder:
     def name(self, model: Path) -> str:
         if model in self.names:
             return self.names[model]
+        if model.parent.name == "second":  # model_stock's second F_t: arms/<arm>/iter_<t>/second/finetuned
+            return "F′" + self.name(model.parent.parent / "finetuned")[1:]
         arm, t = model.parent.parent.name, int(model.parent.name.removeprefix("iter_"))
         return f"{'F' if model.name == 'finetuned' else 'θ'}[{arm},{t}]"
 
@@ -50,7 +52,8 @@ class Recorder:
             verify=lambda samples, stats, out: (stats.write_text("{}"), self.write("verify", out, read(samples)))[1],
             finetune=lambda init, data, seed, stats, out: self.write(
                 "finetune", out, {"init": self.name(init), "data_from": read(data)["from"]}),
-            merge=lambda base, ft, seed, out: self.write("merge", out, {"base": self.name(base), "finetuned": self.name(ft)}),
+            merge=lambda arm, base, ft, seed, out: self.write("merge", out, {"base": self.name(base),
+                                                                            "finetuned": " + ".join(map(self.name, ft))}),
             evaluate=lambda model, seed, out: self.write("evaluate", out, {}),
             analyse=lambda arm, t: self.write("analyse", self.layout.analysis(arm, t) / "done", {}),
         )
@@ -127,3 +130,21 @@ def test_a_resumed_loop_runs_nothing_twice(tmp_path):
                                 "model": {"base": str(tmp_path / "base"), "teacher": str(tmp_path / "teacher")}})
     run_loop(cfg, stages=recorder.stages())
     assert calls > 40 and recorder.calls == []
+
+
+def test_a_merging_arm_of_the_run_merges_two_fine_tunes_for_model_stock_and_evaluates_only_theta(tmp_path):
+    """merge_arms adds `stock` (model_stock): it samples from its own θ_{t−1}, trains F_t and a second F′_t from
+    the same init and data, and merges θ0 with both; F_1 and its evaluation are self_improve's (linked), and from
+    t = 2 on only θ_t is evaluated."""
+    layout, recorder = run(tmp_path, arms=["self_improve", "stock"], merge_arms={"stock": {"method": "model_stock"}})
+    for t in (1, 2, 3):
+        previous = "θ0" if t == 1 else f"θ[stock,{t - 1}]"
+        assert provenance(layout, "stock", t) == {"S": previous, "D": previous, "F": {"init": previous, "data_from": previous},
+                                                  "θ": {"base": "θ0", "finetuned": f"F[stock,{t}] + F′[stock,{t}]"}}
+        second = json.loads((layout.second_finetuned("stock", t) / "model.json").read_text())
+        assert second == {"init": previous, "data_from": previous}
+    ran = [out.relative_to(layout.iteration("stock", 1).parent).as_posix() for stage, out in recorder.calls
+           if stage in ("finetune", "evaluate") and "stock" in out.parts]
+    assert ran == ["iter_1/second/finetuned", "iter_1/eval/merged.json",
+                   "iter_2/finetuned", "iter_2/second/finetuned", "iter_2/eval/merged.json",
+                   "iter_3/finetuned", "iter_3/second/finetuned", "iter_3/eval/merged.json"]

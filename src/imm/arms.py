@@ -6,6 +6,10 @@
     distill        the teacher        F_t                         θ_t
     distill_imm    the teacher        θ0 + λ·M(F_t − θ0)  [paper] θ_t
 
+A run may add merging arms of its own (`merge_arms` in the config: a name and a merge block each): each is
+the `imm` arm with that block, so several merge-back operators run side by side and share iteration 1. Such
+an arm evaluates its θ_t only; its F_t is evaluated at t = 1, where every arm shares it.
+
 G is the model the next iteration samples from (self-improvement) and fine-tunes from when
 `finetune.init_from` is `generator` [paper code]. A distillation arm's G is its student: the teacher
 writes every iteration's solutions and the student keeps learning from its own θ_t. The merge block
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Collection
 
 
 class Source(str, Enum):
@@ -38,6 +43,7 @@ class Arm:
     samples_from: Source
     merges: bool  # θ_t = θ0 + λ·M(F_t − θ0) with the run's merge block; else θ_t = F_t
     next_generator: NextGenerator = NextGenerator.THETA
+    evaluates_finetuned: bool = True  # False: where F_t differs from other arms' (t ≥ 2), only θ_t is evaluated
 
 
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (
@@ -48,16 +54,20 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
 )}
 
 
-def get_arm(name: str) -> Arm:
+def get_arm(name: str, merge_arms: Collection[str] = ()) -> Arm:
+    """The arm named `name`: a built-in one, or one of the run's `merge_arms` (IMM's loop, its own merge block)."""
+    if name in merge_arms:  # F_t is only its merge's input: θ_t alone is evaluated (half the evaluation)
+        return Arm(name, Source.GENERATOR, merges=True, evaluates_finetuned=False)
     if name not in ARMS:
         from imm.errors import UserError
 
-        raise UserError(f"unknown arm {name!r}; choose among {', '.join(ARMS)}, e.g. arms=[self_improve,imm]")
+        raise UserError(f"unknown arm {name!r}; choose among {', '.join(ARMS)}, e.g. arms=[self_improve,imm], "
+                        "or name a merging arm under merge_arms")
     return ARMS[name]
 
 
-def needs_teacher(names: tuple[str, ...]) -> bool:
-    return any(get_arm(name).samples_from is Source.TEACHER for name in names)
+def needs_teacher(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> bool:
+    return any(get_arm(name, merge_arms).samples_from is Source.TEACHER for name in names)
 
 
 def shared_stages(a: Arm, b: Arm, t: int, init_from_base: bool) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("imm.analysis.cli", "layer-wise update and importance analysis"),
     "convert": ("imm.convert", "write a Hugging Face checkpoint from a GGUF file"),
     "report": ("imm.report.cli", "an HTML report (and Markdown tables) of one run or several seeds"),
+    "compare": ("imm.comparison", "merge-back operators side by side in the loop, over seeds, in one report"),
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any, Union
 
 import yaml
 
-from imm.arms import ARMS, get_arm, needs_teacher
+from imm.arms import ARMS, Arm, get_arm, needs_teacher
 from imm.engines import check_backend
 from imm.errors import UserError
 from imm.finetune import METHODS, FinetuneConfig
@@ -129,12 +129,20 @@ class RunConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    merge_arms: dict[str, MergeConfig] = field(default_factory=dict)  # more merging arms: name -> merge block [ours]
     eval: EvalConfig = field(default_factory=EvalConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+    def arm(self, name: str) -> Arm:
+        return get_arm(name, self.merge_arms)
+
+    def merge_block(self, arm: str) -> MergeConfig:
+        """The merge block of a merging arm: its own under merge_arms, else the run's `merge:`."""
+        return self.merge_arms.get(arm, self.merge)
 
 
 def per_seed(cfg: RunConfig) -> list[RunConfig]:
@@ -167,6 +175,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"config key {where} must be a mapping, got {value!r}")
+        item = typing.get_args(hint)[1] if typing.get_args(hint) else Any
+        if dataclasses.is_dataclass(item):
+            return {str(k): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
@@ -227,6 +238,8 @@ def to_dict(cfg) -> dict:
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else list(v) if isinstance(v, tuple) else v
+        if isinstance(v, dict) and any(dataclasses.is_dataclass(x) for x in v.values()):
+            out[f.name] = {k: to_dict(x) for k, x in v.items()}
     return out
 
 
@@ -298,8 +311,15 @@ def validate(cfg: RunConfig) -> None:
 
     _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
     _require(bool(cfg.arms), f"arms must name at least one of {list(ARMS)}")
+    for name, block in cfg.merge_arms.items():
+        _require(name not in ARMS, f"merge_arms.{name}: {name} is a built-in arm; give the merging arm another name")
+        _require(0 < block.density <= 1, f"merge_arms.{name}.density must be in (0, 1], got {block.density}")
+        try:
+            check_merge_block(block)
+        except UserError as err:
+            raise UserError(f"merge_arms.{name}: {err}") from None
     for arm in cfg.arms:
-        get_arm(arm)
+        cfg.arm(arm)
     _require(len(set(cfg.arms)) == len(cfg.arms), f"arms lists an arm twice: {list(cfg.arms)}; list each once")
     _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
@@ -326,7 +346,7 @@ def validate(cfg: RunConfig) -> None:
     for spec in (cfg.data.train_task, *cfg.data.id_tasks, *cfg.data.ood_tasks, cfg.analysis.probe_task):
         get_task(spec)
     models = [cfg.model.base]
-    if needs_teacher(cfg.arms):
+    if needs_teacher(cfg.arms, cfg.merge_arms):
         _require(bool(cfg.model.teacher), "a distillation arm needs model.teacher=PATH_OR_HUB_ID")
         models.append(cfg.model.teacher)
     for model in models:  # a local folder's weights: safetensors whole, or pickles only when allowed

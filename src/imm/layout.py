@@ -15,6 +15,8 @@
         finetuned/                      F_t  (Hugging Face checkpoint; + finetune_stats.json beside it)
         train_log.jsonl                 loss, learning rate and throughput of every optimizer step
         merged/                         θ_t  (merging arms only)
+        second/                         a second F_t, another seed (finetuned/, finetune_stats.json, train_log.jsonl),
+                                        for a merge block that merges two fine-tunes (model_stock)
         eval/<model>.json               accuracy and diversity of one model (+ <model>.samples.jsonl)
         analysis/                       layer tables (imm analyze)
 
@@ -83,6 +85,13 @@ class RunLayout:
 
     def finetune_stats(self, arm: str, t: int) -> Path:
         return self.iteration(arm, t) / "finetune_stats.json"
+
+    def second_finetuned(self, arm: str, t: int) -> Path:
+        """A second F_t of the same data and init, another seed: what model_stock merges beside F_t."""
+        return self.iteration(arm, t) / "second" / FINETUNED
+
+    def second_finetune_stats(self, arm: str, t: int) -> Path:
+        return self.iteration(arm, t) / "second" / "finetune_stats.json"
 
     def training_log(self, arm: str, t: int) -> Path:
         return training_log(self.finetune_stats(arm, t))

@@ -34,10 +34,11 @@ from typing import Callable
 import yaml
 
 from imm import report
-from imm.arms import Arm, NextGenerator, Source, get_arm, shared_stages
+from imm.arms import Arm, NextGenerator, Source, shared_stages
 from imm.models import LoadPolicy, ResolvedModel, fetch_model, load_policy
 from imm.config import RunConfig, experiment_settings, from_dict, load_config, per_seed, seeds_report_dir, to_dict
 from imm.errors import UserError
+from imm.merging.merge_back import fine_tunes
 from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout, training_log
 from imm.outputs import atomic_write_text, is_temporary, remove_written
 from imm.run_lock import RunLock
@@ -57,7 +58,7 @@ class Stages:
     sample: Callable[[Path, int, Path], str]  # (writer, seed, samples.jsonl)
     verify: Callable[[Path, Path, Path], str]  # (samples.jsonl, dataset_stats.json, dataset.jsonl)
     finetune: Callable[[Path, Path, int, Path, Path], str]  # (init, dataset.jsonl, seed, finetune_stats.json, F_t)
-    merge: Callable[[Path, Path, int, Path], str]  # (θ0, F_t, seed, θ_t)
+    merge: Callable[[str, Path, list[Path], int, Path], str]  # (arm, θ0, [F_t, ...], seed, θ_t)
     evaluate: Callable[[Path, int, Path], str]  # (model, seed, eval/<model>.json)
     analyse: Callable[[str, int], str]  # (arm, t): tables into the iteration's analysis/
     report: Callable[[], None] = lambda: None  # refresh summary.csv and report/ (after every iteration)
@@ -69,6 +70,15 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
     from imm.merging.merge_back import merge_back
     from imm.sampling import read_samples, sample_questions
     from imm.verify.training_set import build_training_set, read_training_set
+
+    def base_importance(kind: str) -> list[float]:  # θ0's, per block: what imm_layerwise reads
+        from imm.analysis.importance_cache import cached_importance
+
+        a = cfg.analysis
+        values = cached_importance(base, [kind], layout.importance_cache, probe_task=a.probe_task,
+                                   probe_size=a.probe_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                   device=cfg.model.device, prompt=cfg.prompt)[kind].values
+        return [values[layer] for layer in sorted(values)]
 
     def analyse(arm: str, t: int) -> str:
         from imm.analysis import analyze_iteration
@@ -85,7 +95,8 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
             log_out=training_log(stats)),
-        merge=lambda theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge, seed),
+        merge=lambda arm, theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge_block(arm), seed,
+                                                                   importance=base_importance),
         evaluate=lambda model, seed, out: evaluate_on_run_tasks(
             model, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out),
         analyse=analyse,
@@ -130,7 +141,7 @@ class Step:
 
     def _computed_by_another_arm(self, stage: str) -> str | None:
         for other in self.cfg.arms:
-            if other != self.arm.name and stage in shared_stages(self.arm, get_arm(other), self.t,
+            if other != self.arm.name and stage in shared_stages(self.arm, self.cfg.arm(other), self.t,
                                                                  self.cfg.finetune.init_from == "base"):
                 if self.layout.stage_files(stage, other, self.t)[-1].exists():
                     return other
@@ -162,9 +173,15 @@ def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: P
         init = generator if cfg.finetune.init_from == "generator" else base
         step("finetune", lambda: stages.finetune(init, layout.dataset(a, t), seed("finetune"), layout.finetune_stats(a, t),
                                                  layout.finetuned(a, t)), layout.finetuned(a, t), shared="finetune")  # F_t
-        models = [FINETUNED]
+        models = [FINETUNED] if arm.evaluates_finetuned or t == 1 else []
         if arm.merges:
-            step("merge", lambda: stages.merge(base, layout.finetuned(a, t), seed("merge"), layout.merged(a, t)),
+            finetunes = [layout.finetuned(a, t)]
+            if fine_tunes(cfg.merge_block(a)) > 1:  # model_stock: a second F_t, same data and init, another seed
+                second = layout.second_finetuned(a, t)
+                step("finetune", lambda: stages.finetune(init, layout.dataset(a, t), seed("finetune-2"),
+                                                         layout.second_finetune_stats(a, t), second), second)
+                finetunes.append(second)
+            step("merge", lambda: stages.merge(a, base, finetunes, seed("merge"), layout.merged(a, t)),
                  layout.merged(a, t))  # θ_t
             models.append(MERGED)
         for model in models:
@@ -181,7 +198,7 @@ def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None
     layout = RunLayout(cfg.run_dir)
     check_run_dir(layout, restart)  # before the lock file is made inside it
     resolved = {"base": fetch_model(cfg.model.base)}  # hub ids become local folders once, before anything is written
-    if any(get_arm(name).samples_from is Source.TEACHER for name in cfg.arms):
+    if any(cfg.arm(name).samples_from is Source.TEACHER for name in cfg.arms):
         resolved["teacher"] = fetch_model(cfg.model.teacher)
     policy = LoadPolicy(cfg.model.allow_pickle, cfg.model.trust_remote_code)
     with RunLock(layout.lock) as lock, load_policy(policy):  # one writer per run folder
@@ -190,7 +207,7 @@ def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None
 
 def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages | None, lock: RunLock,
                 resolved: dict[str, ResolvedModel]) -> Path:
-    arms = [get_arm(name) for name in cfg.arms]
+    arms = [cfg.arm(name) for name in cfg.arms]
     prepare_run_dir(cfg, layout, restart, resolved)
     if restart:  # --restart deleted the folder with its lock file: lock the new one
         lock.release()

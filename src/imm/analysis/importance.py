@@ -3,6 +3,10 @@
     ablation  accuracy(θ) − accuracy(θ with block l skipped), greedy, zero-shot: the accuracy drop
     gradient  ‖∇_{θ_l} L‖₂, L = the SFT loss (mean over response tokens of the whole probe) on the
               gold solutions, the same loss fine-tuning minimises
+    influence 1 − cos(x_in, x_out), ShortGPT's block influence (Men et al., arXiv 2403.03853): x_in, x_out the
+              hidden state entering and leaving block l at one token (a row of (B, T, hidden)), the cosine
+              averaged over every real token of prompt + gold solution of the whole probe (padding masked);
+              one forward pass, no generation, no gradient: cheap enough for real models
 
 The probe is the first `size` test problems of a task that carry a gold solution; the prompt is the run's
 (imm.prompts, as sampling and evaluation build it) and the response `" " + problem.solution`, as
@@ -23,7 +27,7 @@ from imm.tasks.base import Problem, Task
 from imm.tasks.registry import get_task
 from imm.tensor_files import BLOCK_CONTAINERS
 
-KINDS = ("ablation", "gradient")
+KINDS = ("ablation", "gradient", "influence")
 PROBE_SPLIT = "test"
 MAX_LENGTH = 512  # [paper code] fine-tuning's max length, so the gradient is of the loss it trains
 
@@ -39,7 +43,7 @@ class Probe:
 class Importance:
     """Importance of every decoder block of one checkpoint; `values` maps block index -> importance."""
 
-    kind: str  # ablation | gradient
+    kind: str  # ablation | gradient | influence
     values: dict[int, float]
     accuracy: float | None = None  # ablation only: the probe accuracy with no block skipped
     skipped_accuracy: dict[int, float] | None = None  # ablation only: accuracy with block l skipped
@@ -127,6 +131,45 @@ def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16,
     return Importance("gradient", norms)
 
 
+def cosine_sum(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor) -> float:
+    """Σ over the real tokens of cos(x_in[b, t], x_out[b, t]); x_in, x_out (B, T, H), mask (B, T), 1 = real token.
+    A zero row has cosine 0 (torch's eps)."""
+    cos = torch.nn.functional.cosine_similarity(x_in.float(), x_out.float(), dim=-1)  # (B, T)
+    return float(cos.double()[mask.bool()].sum())
+
+
+def influence_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = MAX_LENGTH) -> Importance:
+    """1 − (mean cosine between each block's input and output rows over the probe's real tokens), per block."""
+    from imm.finetune import collate, encode_example
+
+    ask = prompter(probe.task, probe.prompt, tokenizer)
+    examples = [encode_example(tokenizer, ask(p), " " + p.solution, max_length) for p in probe.problems]
+    blocks = decoder_blocks(model)
+    sums, tokens, mask = [0.0] * len(blocks), 0, None
+
+    def hook(layer: int):
+        def record(module, args, kwargs, output):
+            hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, hidden)
+            sums[layer] += cosine_sum(hidden, output[0] if isinstance(output, tuple) else output, mask)
+        return record
+
+    handles = [block.register_forward_hook(hook(i), with_kwargs=True) for i, block in enumerate(blocks)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size):
+                batch = collate(examples[start : start + batch_size], tokenizer.pad_token_id)
+                mask = batch["attention_mask"].to(model.device)  # (B, T)
+                model(input_ids=batch["input_ids"].to(model.device), attention_mask=mask)
+                tokens += int(mask.sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return Importance("influence", {layer: 1 - total / max(tokens, 1) for layer, total in enumerate(sums)})
+
+
 def _grad_norm(module: torch.nn.Module) -> float:
     squares = [p.grad.double().pow(2).sum() for p in module.parameters() if p.grad is not None]
     return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
@@ -166,4 +209,6 @@ def measure(model, tokenizer, probe: Probe, kinds: Sequence[str], *, max_new_tok
                                                  batch_size=batch_size)
     if "gradient" in kinds:
         result["gradient"] = gradient_importance(model, tokenizer, probe, batch_size=max(1, batch_size // 4))
+    if "influence" in kinds:
+        result["influence"] = influence_importance(model, tokenizer, probe, batch_size=max(1, batch_size // 4))
     return result

@@ -63,7 +63,7 @@ def cached_importance(
     settings = {"probe_task": probe_task, "probe_size": probe_size, "max_new_tokens": max_new_tokens}
     if prompt != PromptConfig():
         settings["prompt"] = asdict(prompt)  # the default prompt keeps the keys of caches written before prompts
-    # The gradient generates nothing, so its cache entry does not depend on max_new_tokens.
+    # The gradient and the influence generate nothing, so their cache entries do not depend on max_new_tokens.
     per_kind = {kind: settings if kind == "ablation" else {**settings, "max_new_tokens": None} for kind in kinds}
     files = {kind: cache_file(cache_dir, folder, kind, per_kind[kind]) for kind in kinds}
     missing = [kind for kind, path in files.items() if not path.exists()]

@@ -3,7 +3,7 @@
     layers.csv          model,layer,module,n_params,delta_l2,base_l2,relative,step_l2,cos_prev,pullback
                         one row per (checkpoint, layer, module); module "all" is the whole block; with
                         tied embeddings the head matrix is the embedding, so `head` holds only the final norm
-    importance.csv      model,layer,ablation_drop,skipped_accuracy,gradient_l2   (importance of θ0)
+    importance.csv      model,layer,ablation_drop,skipped_accuracy,gradient_l2,influence   (importance of θ0)
     superficiality.json the figures of superficiality.py per checkpoint and importance kind, plus context
 """
 
@@ -22,7 +22,7 @@ from imm.outputs import atomic_write_json, atomic_write_text
 
 LAYERS_CSV, IMPORTANCE_CSV, SUPERFICIALITY_JSON = "layers.csv", "importance.csv", "superficiality.json"
 OUTPUTS = (LAYERS_CSV, IMPORTANCE_CSV, SUPERFICIALITY_JSON)
-IMPORTANCE_COLUMNS = ("model", "layer", "ablation_drop", "skipped_accuracy", "gradient_l2")
+IMPORTANCE_COLUMNS = ("model", "layer", "ablation_drop", "skipped_accuracy", "gradient_l2", "influence")
 
 
 def _csv_text(columns: Sequence[str], rows: list[dict]) -> str:
@@ -40,7 +40,7 @@ def layers_csv(rows: list[LayerRow]) -> str:
 
 def importance_csv(importance: dict[str, Importance], model: str = "base") -> str:
     layers = sorted({layer for imp in importance.values() for layer in imp.values})
-    ablation, gradient = importance.get("ablation"), importance.get("gradient")
+    ablation, gradient, influence = importance.get("ablation"), importance.get("gradient"), importance.get("influence")
     rows = [
         {
             "model": model,
@@ -48,6 +48,7 @@ def importance_csv(importance: dict[str, Importance], model: str = "base") -> st
             "ablation_drop": ablation.values[layer] if ablation else None,
             "skipped_accuracy": ablation.skipped_accuracy[layer] if ablation else None,
             "gradient_l2": gradient.values[layer] if gradient else None,
+            "influence": influence.values[layer] if influence else None,
         }
         for layer in layers
     ]

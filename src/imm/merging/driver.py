@@ -27,7 +27,7 @@ from imm.merging.methods import TensorParams
 from imm.merging.parameters import depth
 from imm.merging.spec import MergeSpec
 from imm.outputs import output_dir
-from imm.tensor_files import DTYPES, Checkpoint, OutputTensor, TensorEntry, TensorReader, plan_shards, write_shards
+from imm.tensor_files import DTYPES, Checkpoint, block_index, OutputTensor, TensorEntry, TensorReader, plan_shards, write_shards
 
 DEFAULT_SHARD_BYTES = 5 * 2**30
 STREAM_CHUNK = 1 << 20  # entries per streamed piece: 4 MiB per model in float32
@@ -83,7 +83,7 @@ def plan_merge(spec: MergeSpec) -> MergePlan:
         stored = DTYPES[entry.dtype]
         floating = stored.is_floating_point
         dtype = out_dtype if (out_dtype is not None and floating) else stored
-        params = spec.tensor_params(name, depth(name, num_layers)) if floating else None
+        params = spec.tensor_params(name, depth(name, num_layers), block_index(name), num_layers) if floating else None
         output = OutputTensor(name, dtype, entry.shape)
         jobs.append(TensorJob(output, base.tensors[name] if base_aware else None,
                               tuple(m.tensors[name] for m in models), params))

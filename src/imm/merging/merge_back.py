@@ -9,13 +9,19 @@ keep rate (`density`) and the method's other parameters. λ means the same for e
     linear   θ_t = (1 − λ)·θ0 + λ·F_t        (WiSE-FT's interpolation)
     slerp    θ_t = slerp(θ0, F_t; t = λ)
 
-A list λ is interpolated over depth, as `imm merge` reads any parameter.
+A list λ is interpolated over depth, as `imm merge` reads any parameter. The operators compared inside the
+loop (docs/merging.md): `wise_ft` and `imm_layerwise` read λ as above; `lines` (α, β), `expo_dare` (α) and
+`model_stock` (no λ: it is computed per tensor) take their own parameters from merge.parameters and do not
+read merge.weight. `model_stock` merges the iteration's two fine-tunes (`fine_tunes`: the loop trains a second
+one with another seed). `imm_layerwise` reads θ0's layer importance: merge.parameters.importance names the
+measure (ablation, gradient or influence; influence when unset), which the loop measures once on θ0 and
+passes as one number per block; `imm merge` YAML gives the numbers themselves.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from imm.config import MergeConfig
@@ -26,8 +32,34 @@ def _complement(weight: float | list[float]) -> float | list[float]:
     return [1 - w for w in weight] if isinstance(weight, list) else 1 - weight
 
 
-def merge_back_spec(base: Path | str, finetuned: Path | str, m: "MergeConfig", *, folders_exist: bool = True) -> "MergeSpec":
-    """The `imm merge` spec of θ_t; with `folders_exist=False` it checks the block before any model exists."""
+DEFAULT_IMPORTANCE = "influence"  # the measure imm_layerwise reads when merge.parameters.importance is unset [ours]
+
+
+def fine_tunes(m: "MergeConfig") -> int:
+    """How many fine-tunes of one iteration the block merges: 2 for model_stock (it needs an angle), else 1."""
+    from imm.merging.methods import METHODS
+
+    return max(1, METHODS[m.method].min_models) if m.method in METHODS else 1
+
+
+def importance_kind(m: "MergeConfig") -> str | None:
+    """The importance measure of θ0 an imm_layerwise block reads, or None (numbers given, or another method)."""
+    from imm.analysis.importance import KINDS
+    from imm.errors import UserError
+
+    if m.method != "imm_layerwise":
+        return None
+    kind = m.parameters.get("importance", DEFAULT_IMPORTANCE)
+    if isinstance(kind, str) and kind not in KINDS:
+        raise UserError(f"parameters.importance must be one of {', '.join(KINDS)} (θ0's measured importance) "
+                        f"or one number per block, got {kind!r}")
+    return kind if isinstance(kind, str) else None
+
+
+def merge_back_spec(base: Path | str, finetuned: Path | str | Sequence[Path | str], m: "MergeConfig", *,
+                    folders_exist: bool = True, importance: Sequence[float] | None = None) -> "MergeSpec":
+    """The `imm merge` spec of θ_t; with `folders_exist=False` it checks the block before any model exists.
+    `importance`: θ0's importance per block, for an imm_layerwise block that names a measure."""
     from imm.merging.methods import METHODS
     from imm.merging.spec import MergeSpec
     from imm.errors import UserError
@@ -37,18 +69,24 @@ def merge_back_spec(base: Path | str, finetuned: Path | str, m: "MergeConfig", *
     method = METHODS[m.method]
     shared = {k: v for k, v in m.parameters.items() if k in method.shared or k not in method.per_model}
     per_model = {k: v for k, v in m.parameters.items() if k in method.per_model}
+    if importance_kind(m) is not None:  # a measure's name: its numbers, or a stand-in while only checking
+        shared["importance"] = list(importance) if importance is not None else [1.0]
+    finetuned = [finetuned] if isinstance(finetuned, (str, Path)) else list(finetuned)
+    if len(finetuned) != fine_tunes(m):
+        raise UserError(f"merge_method {m.method} merges {fine_tunes(m)} fine-tune(s) of one iteration, got {len(finetuned)}")
     if m.method == "linear":
         models = [{"model": str(base), "parameters": {"weight": _complement(m.weight)}},
-                  {"model": str(finetuned), "parameters": {"weight": m.weight}}]
+                  {"model": str(finetuned[0]), "parameters": {"weight": m.weight}}]
         raw: dict[str, Any] = {"merge_method": "linear", "models": models, "parameters": {**shared, "normalize": False}}
     elif m.method == "slerp":
-        raw = {"merge_method": "slerp", "base_model": str(base), "models": [{"model": str(finetuned)}],
+        raw = {"merge_method": "slerp", "base_model": str(base), "models": [{"model": str(finetuned[0])}],
                "parameters": {**shared, "t": m.weight}}
     else:
-        own = {"weight": m.weight, **({"density": m.density} if "density" in method.per_model else {}), **per_model}
+        block = {"weight": m.weight, "density": m.density}
+        own = {**{k: v for k, v in block.items() if k in method.per_model}, **per_model}
         normalize = {"normalize": False} if "normalize" in method.shared else {}
-        raw = {"merge_method": m.method, "base_model": str(base), "models": [{"model": str(finetuned), "parameters": own}],
-               "parameters": {**shared, **normalize}}
+        models = [{"model": str(f), **({"parameters": own} if own else {})} for f in finetuned]
+        raw = {"merge_method": m.method, "base_model": str(base), "models": models, "parameters": {**shared, **normalize}}
     return MergeSpec.from_dict({**raw, "dtype": "float32"}, folders_exist=folders_exist)
 
 
@@ -57,13 +95,21 @@ def check_merge_block(m: "MergeConfig") -> None:
     from imm.errors import UserError
 
     try:
-        merge_back_spec("θ0", "F_t", m, folders_exist=False)
+        merge_back_spec("θ0", [f"F_t{'′' * i}" for i in range(fine_tunes(m))], m, folders_exist=False)
     except UserError as err:
         raise UserError(f"the merge block (merge.method, merge.weight = λ, merge.parameters): {err}") from None
 
 
-def merge_back(base: Path, finetuned: Path, out: Path, m: "MergeConfig", seed: int) -> str:
+def merge_back(base: Path, finetuned: Path | Sequence[Path], out: Path, m: "MergeConfig", seed: int,
+               importance: Callable[[str], Sequence[float]] | None = None) -> str:
+    """θ_t written to `out`; `importance(kind)` gives θ0's importance per block where the block needs it."""
+    from imm.errors import UserError
     from imm.merging.driver import merge
 
-    merge(merge_back_spec(base, finetuned, m), out, seed=seed)
-    return f"{m.method}, λ {m.weight}, density {m.density}"
+    kind = importance_kind(m)
+    if kind is not None and importance is None:
+        raise UserError(f"merge_method imm_layerwise reads θ0's {kind} importance, which only a run measures; "
+                        "give parameters.importance as one number per block")
+    values = importance(kind) if kind is not None else None
+    merge(merge_back_spec(base, finetuned, m, importance=values), out, seed=seed)
+    return f"{m.method}, λ {m.weight}, density {m.density}" + (f", importance by {kind}" if kind else "")

@@ -10,6 +10,9 @@ how each δᵢ is sparsified and whether a sign consensus is elected (TIES, arXi
 
 `imm` is θ0 + λ·DARE_p(F − θ0) of arXiv 2503.02103 (λ = weight = 0.5, keep rate 1 − p = 0.8,
 rescale 1/(1 − p)). `linear` and `slerp` act on the weights themselves (`task_vectors=False`).
+The merge-back operators compared inside the loop (docs/merging.md has a paragraph on each) are task-vector
+methods too: `wise_ft`, `lines`, `expo_dare`, `model_stock` and `imm_layerwise`; `lines` and `imm_layerwise`
+read the tensor's place (`TensorParams.layer` of `layers` decoder blocks).
 
 An `elementwise` method computes each output entry from the same entry of its inputs (random
 draws are one per entry, in flat order, from one generator per model), so the driver may feed it
@@ -35,7 +38,8 @@ class Param:
     """One parameter a method reads: its default and the closed range its values must lie in."""
 
     default: Any
-    kind: type = float  # float or bool
+    kind: type = float  # float, bool, str (one of `choices`) or list (one number per decoder block, not interpolated)
+    choices: tuple[str, ...] = ()
     low: float = -math.inf
     high: float = math.inf
     low_open: bool = False  # (low, high] instead of [low, high]
@@ -47,6 +51,8 @@ class TensorParams:
 
     per_model: tuple[Mapping[str, Any], ...]
     shared: Mapping[str, Any]
+    layer: int | None = None  # the decoder block this tensor belongs to; None: embeddings, final norm, head
+    layers: int = 1  # L, the checkpoint's number of decoder blocks
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,88 @@ def slerp(tensors: torch.Tensor, params: TensorParams, generators: Generators = 
     return slerp_pair(params.shared["t"], tensors[0], tensors[1])
 
 
+# ---- merge-back operators compared inside the loop ----------------------------------------------
+
+
+def wise_ft(deltas: torch.Tensor, params: TensorParams, generators: Generators = ()) -> torch.Tensor:
+    """WiSE-FT (Wortsman et al., arXiv 2109.01903): θ = (1 − α)·θ0 + α·F, i.e. the task vector α·δ."""
+    return deltas[0].mul_(params.per_model[0]["weight"])
+
+
+def lines_scale(params: TensorParams) -> float:
+    """LiNeS (Wang et al., arXiv 2410.17146): λ(ℓ) = α + β·ℓ/(L − 1) for block ℓ of L (ℓ/(L − 1) = 1 when
+    L = 1, as mergekit places a lone block); embeddings, final norm and head stay at α."""
+    alpha, beta = params.shared["alpha"], params.shared["beta"]
+    if params.layer is None:
+        return alpha
+    return alpha + beta * (params.layer / (params.layers - 1) if params.layers > 1 else 1.0)
+
+
+def lines(deltas: torch.Tensor, params: TensorParams, generators: Generators = ()) -> torch.Tensor:
+    """λ(ℓ)·Σᵢ δᵢ: the (summed) task vector scaled linearly with depth."""
+    return sp.sum_rows(deltas).mul_(lines_scale(params))
+
+
+def expo_dare(deltas: torch.Tensor, params: TensorParams, generators: Generators) -> torch.Tensor:
+    """ExPO (Zheng et al., arXiv 2404.16792) with DARE, as FusionBench applies it to Llama: θ = F + α·DARE_p(F − θ0),
+    i.e. the task vector δ + α·DARE_p(δ): extrapolation past F along the sparsified update."""
+    p = params.per_model[0]
+    kept = sp.random_drop(deltas[0].clone(), p["density"], generators[0], rescale=True)
+    return deltas[0].add_(kept, alpha=params.shared["alpha"])
+
+
+def stock_ratio(cos: float, n: int) -> float:
+    """Model Stock's interpolation ratio t = n·cos θ / (1 + (n − 1)·cos θ) (Jang et al., arXiv 2403.19522, eq. 4);
+    cos θ is clamped to [0, 1], so updates at 90° or more give t = 0: the base [ours]."""
+    cos = min(1.0, max(0.0, cos))
+    return n * cos / (1 + (n - 1) * cos)
+
+
+def model_stock(deltas: torch.Tensor, params: TensorParams, generators: Generators = ()) -> torch.Tensor:
+    """Per tensor: cos θ = the mean cosine over pairs of the n ≥ 2 task vectors, t = stock_ratio(cos θ, n),
+    θ = θ0 + t·mean(δᵢ) (the average of the fine-tunes, pulled toward the base by the angle between them).
+    A zero task vector has no angle: its cosines count as 0."""
+    flat = deltas.view(len(deltas), -1)  # (n, N)
+    norms = [math.sqrt(_dot(row, row)) for row in flat]
+    pairs = [(i, j) for i in range(len(flat)) for j in range(i + 1, len(flat))]
+    cosines = [_dot(flat[i], flat[j]) / (norms[i] * norms[j]) if norms[i] > 0 and norms[j] > 0 else 0.0
+               for i, j in pairs]
+    t = stock_ratio(sum(cosines) / len(cosines), len(flat))
+    return sp.sum_rows(deltas).mul_(t / len(deltas))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """a·b of two flat float32 tensors, accumulated in float64 chunk by chunk (no full-size copy)."""
+    return float(sum((a[s].double() @ b[s].double() for s in sp.chunks(a.numel())), torch.zeros((), dtype=torch.float64)))
+
+
+def layerwise_factors(importance: Sequence[float], direction: str, strength: float) -> list[float]:
+    """The per-block multipliers of λ in `imm_layerwise` [ours]: the critical blocks are the top quarter by θ0's
+    importance (imm.analysis.superficiality.critical_layers: ⌈L/4⌉, ties to the lower index); with
+    σ = −1 to protect them and +1 to release them, a critical block gets 1 + σ·s and every other block
+    1 − σ·s·c/(L − c), so the mean over blocks stays 1 (the same total pull as uniform λ, redistributed)."""
+    from imm.analysis.superficiality import critical_layers
+
+    n = len(importance)
+    critical = set(critical_layers(dict(enumerate(importance))))
+    if len(critical) == n:  # one block: nothing to redistribute
+        return [1.0] * n
+    sigma = -1.0 if direction == "protect" else 1.0
+    rest = 1 - sigma * strength * len(critical) / (n - len(critical))
+    return [1 + sigma * strength if i in critical else rest for i in range(n)]
+
+
+def imm_layerwise(deltas: torch.Tensor, params: TensorParams, generators: Generators) -> torch.Tensor:
+    """IMM with a per-block λ: θ = θ0 + λ_ℓ·DARE_p(F − θ0), λ_ℓ = λ·layerwise_factors(importance)[ℓ];
+    embeddings, final norm and head keep λ."""
+    p, shared = params.per_model[0], params.shared
+    factor = 1.0
+    if params.layer is not None:
+        factor = layerwise_factors(shared["importance"], shared["direction"], shared["strength"])[params.layer]
+    kept = sp.random_drop(deltas[0], p["density"], generators[0], rescale=True)
+    return kept.mul_(p["weight"] * factor)
+
+
 # ---- the one table -----------------------------------------------------------------------------
 
 _WEIGHT = Param(REQUIRED)
@@ -195,5 +283,20 @@ METHODS: dict[str, Method] = {
         elementwise=True,
         base="required",
         per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
+    ),
+    "wise_ft": Method(wise_ft, task_vectors=True, elementwise=True, base="required",
+                      per_model={"weight": Param(0.5, low=0.0, high=1.0)}, max_models=1),
+    "lines": Method(lines, task_vectors=True, elementwise=True, base="required",
+                    shared={"alpha": Param(0.25, low=0.0), "beta": Param(0.5)}),
+    "expo_dare": Method(expo_dare, task_vectors=True, elementwise=True, base="required",
+                        per_model={"density": Param(0.8, low=0.0, high=1.0, low_open=True)},
+                        shared={"alpha": Param(0.1, low=0.0)}, max_models=1),
+    "model_stock": Method(model_stock, task_vectors=True, elementwise=False, base="required", min_models=2),
+    "imm_layerwise": Method(
+        imm_layerwise, task_vectors=True, elementwise=True, base="required",
+        per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
+        shared={"importance": Param(REQUIRED, list), "direction": Param("protect", str, ("protect", "release")),
+                "strength": Param(0.5, low=0.0, high=1.0)},
+        max_models=1,
     ),
 }

@@ -94,8 +94,8 @@ class MergeSpec:
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(self.raw), sort_keys=False)
 
-    def tensor_params(self, tensor_name: str, t: float) -> TensorParams:
-        """Resolve every parameter for one tensor at depth t; UserError if one cannot be."""
+    def tensor_params(self, tensor_name: str, t: float, layer: int | None = None, layers: int = 1) -> TensorParams:
+        """Resolve every parameter for one tensor at depth t (block `layer` of `layers`); UserError if one cannot be."""
         method = self.method_def
         shared = {name: _resolve(name, p, [self.parameters], tensor_name, t, "") for name, p in method.shared.items()}
         per_model = tuple(
@@ -103,7 +103,7 @@ class MergeSpec:
              for name, p in method.per_model.items()}
             for m in self.models
         )
-        params = TensorParams(per_model, shared)
+        params = TensorParams(per_model, shared, layer, layers)
         _check_tensor_params(self.method, params, tensor_name)
         return params
 
@@ -223,6 +223,14 @@ def _check_parameters(spec: MergeSpec) -> None:
 
 
 def _check_values(where: str, param: Param, setting: Setting) -> None:
+    if param.kind is list:  # one number per decoder block, taken whole
+        if not (isinstance(setting, list) and setting and all(is_finite_number(v) for v in setting)):
+            raise UserError(f"{where} must be a list of finite numbers, one per decoder block, got {setting!r}")
+        return
+    if param.kind is str:
+        if setting not in param.choices:
+            raise UserError(f"{where} must be one of {', '.join(param.choices)}, got {setting!r}")
+        return
     for value in setting_scalars(where, setting):
         if param.kind is bool:
             if not isinstance(value, bool):
@@ -254,6 +262,8 @@ def _check_required(spec: MergeSpec) -> None:
 
 
 def _resolve(name: str, param: Param, scopes: list, tensor_name: str, t: float, owner: str) -> Any:
+    if param.kind in (list, str):  # not a per-tensor setting: the value as written
+        return next((scope[name] for scope in scopes if name in scope), param.default)
     value = resolve_first(scopes, name, tensor_name, t)
     if value is None:
         if param.default is REQUIRED:
@@ -264,6 +274,10 @@ def _resolve(name: str, param: Param, scopes: list, tensor_name: str, t: float, 
 
 
 def _check_tensor_params(method: str, params: TensorParams, tensor_name: str) -> None:
+    importance = params.shared.get("importance")
+    if importance is not None and len(importance) != params.layers:
+        raise UserError(f"parameters.importance has {len(importance)} value(s) but the checkpoint has {params.layers} "
+                        "decoder blocks; give one importance value per block")
     for p in params.per_model:
         if "epsilon" in p and p["density"] < 1 and not (0 < p["density"] - p["epsilon"] and p["density"] + p["epsilon"] < 1):
             raise UserError(f"{tensor_name}: density ± epsilon ({p['density']:g} ± {p['epsilon']:g}) must stay inside "

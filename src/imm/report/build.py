@@ -6,19 +6,19 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from imm.arms import ARMS
 from imm.layout import FINETUNED, MERGED
 from imm.report import compare, plots
 from imm.report.compare import OOD_MEAN, STRICT, Difference
 from imm.report.document import (MODEL_NAMES, Cell, Figure, Report, Section, Table, accuracy_table, collapse_columns,
                                  collapse_table, differences_table, diversity_task, forgetting_table, fmt, layer_table)
+from imm.report.operators import operators_section
 from imm.report.runs import Run, theta_model
 from imm.report.stats import describe_interval
 
 
 def build(runs: list[Run], figures: bool = True) -> Report:
     """The whole report; `figures=False` leaves the images out (Markdown needs only the tables)."""
-    sections = [summary_section(runs), accuracy_section(runs, figures), differences_section(runs),
+    sections = [summary_section(runs), operators_section(runs), accuracy_section(runs, figures), differences_section(runs),
                 forgetting_section(runs), collapse_section(runs, figures), layers_section(runs, figures),
                 training_section(runs, figures), settings_section(runs)]
     title = f"imm report: {runs[0].cfg.name if len(runs) == 1 else runs[0].root.parent.name + ' ×' + str(len(runs))}"
@@ -183,7 +183,7 @@ def layers_section(runs: list[Run], figures: bool) -> Section | None:
 
 def heatmap_figure(runs: list[Run], arm: str) -> Figure | None:
     steps = compare.iterations(runs, arm)
-    models = [FINETUNED] + ([MERGED] if ARMS[arm].merges else [])
+    models = [FINETUNED] + ([MERGED] if runs[0].cfg.arm(arm).merges else [])
     maps, blocks = {}, []
     for model in models:
         per_t = [[compare.block_updates(run, arm, t, model) for run in runs] for t in steps]
@@ -207,7 +207,7 @@ def scatter_figure(runs: list[Run]) -> Figure | None:
     run, points = runs[0], []
     for arm in compare.arms(runs):
         t = compare.last(runs, arm)
-        model = theta_model(arm, t)
+        model = theta_model(runs[0].cfg.arm(arm), t)
         for kind in run.cfg.analysis.importance:
             f = compare.layer_figure([run], arm, t, model, kind)
             updates, imp = compare.block_updates(run, arm, t, model, "delta_l2"), compare.importance(run, arm, t, kind)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Sequence
 
-from imm.arms import ARMS, Source
+from imm.arms import Source
 from imm.layout import FINETUNED, GENERATOR, MERGED, TEACHER
 from imm.analysis.superficiality import spearman
 from imm.report.runs import Run, theta_model
@@ -19,7 +19,7 @@ from imm.report.stats import Paired, mcnemar_p, paired, paired_bootstrap, permut
 
 STRICT = "strict-match"
 OOD_MEAN = "OOD mean"  # the out-of-domain tasks together (equal test sizes: their mean accuracy)
-IMPORTANCE_COLUMNS = {"ablation": "ablation_drop", "gradient": "gradient_l2"}
+IMPORTANCE_COLUMNS = {"ablation": "ablation_drop", "gradient": "gradient_l2", "influence": "influence"}
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,12 @@ def last(runs: list[Run], arm: str) -> int | None:
 
 
 def has_teacher(runs: list[Run]) -> bool:
-    return any(ARMS[a].samples_from is Source.TEACHER for a in runs[0].arms)
+    return any(runs[0].cfg.arm(a).samples_from is Source.TEACHER for a in runs[0].arms)
 
 
 def value(runs: list[Run], arm: str, t: int, task: str, metric: str, model: str | None = None) -> Spread | None:
     """θ_t's figure (θ0 at t = 0; `model` picks F_t, θ_t or the teacher explicitly) across the runs."""
-    model = model or theta_model(arm, t)
+    model = model or theta_model(runs[0].cfg.arm(arm), t)
     return spread([run.value(_owner(run, arm, model), t, model, task, metric) for run in runs])
 
 
@@ -78,7 +78,7 @@ def _owner(run: Run, arm: str, model: str) -> str:
     if model == GENERATOR:
         return run.arms[0]
     if model == TEACHER:
-        return next(a for a in run.arms if ARMS[a].samples_from is Source.TEACHER)
+        return next(a for a in run.arms if run.cfg.arm(a).samples_from is Source.TEACHER)
     return arm
 
 
@@ -146,8 +146,9 @@ def task_groups(runs: list[Run]) -> list[tuple[str, list[str]]]:
 def merge_pairs(runs: list[Run]) -> list[tuple[str, str]]:
     """(arm without merge, the same arm with IMM): imm vs self_improve, distill_imm vs distill."""
     names = arms(runs)
-    return [(plain, merged) for merged in names if ARMS[merged].merges
-            for plain in names if not ARMS[plain].merges and ARMS[plain].samples_from is ARMS[merged].samples_from]
+    arm = runs[0].cfg.arm
+    return [(plain, merged) for merged in names if arm(merged).merges
+            for plain in names if not arm(plain).merges and arm(plain).samples_from is arm(merged).samples_from]
 
 
 def arm_differences(runs: list[Run]) -> list[Difference]:
@@ -236,7 +237,7 @@ def layer_figures(runs: list[Run]) -> list[LayerFigure]:
     kinds = list(runs[0].cfg.analysis.importance)
     found = []
     for arm in arms(runs):
-        models = [FINETUNED, MERGED] if ARMS[arm].merges else [FINETUNED]
+        models = [FINETUNED, MERGED] if runs[0].cfg.arm(arm).merges else [FINETUNED]
         for t in iterations(runs, arm):
             found += [f for m in models for k in kinds if (f := layer_figure(runs, arm, t, m, k))]
     return found

@@ -84,7 +84,7 @@ def model_rows(runs: list[Run]) -> list[tuple[str, str, int, str]]:
     if compare.has_teacher(runs):
         rows.append(("teacher", first, 0, TEACHER))
     for arm in compare.arms(runs):
-        rows += [(arm, arm, t, theta_model(arm, t)) for t in compare.iterations(runs, arm)]
+        rows += [(arm, arm, t, theta_model(runs[0].cfg.arm(arm), t)) for t in compare.iterations(runs, arm)]
     return rows
 
 

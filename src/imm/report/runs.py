@@ -15,16 +15,16 @@ from pathlib import Path
 
 import yaml
 
-from imm.arms import ARMS
+from imm.arms import Arm
 from imm.config import RunConfig, experiment_settings, from_dict
 from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, RunLayout, eval_samples, read_jsonl
 from imm.report.summary import SummaryRow, collect
 
 
-def theta_model(arm: str, t: int) -> str:
+def theta_model(arm: Arm, t: int) -> str:
     """The file name of an arm's θ_t: θ0 at t = 0, the merge where the arm merges, else F_t."""
-    return GENERATOR if t == 0 else MERGED if ARMS[arm].merges else FINETUNED
+    return GENERATOR if t == 0 else MERGED if arm.merges else FINETUNED
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Run:
     def iterations(self, arm: str) -> list[int]:
         """1..t of the iterations whose θ_t has been evaluated."""
         return sorted({r.iteration for r in self.rows if r.arm == arm and r.iteration > 0
-                       and r.model == theta_model(arm, r.iteration)})
+                       and r.model == theta_model(self.cfg.arm(arm), r.iteration)})
 
     def value(self, arm: str, t: int, model: str, task: str, metric: str) -> float | None:
         return self._values.get((arm, t, model, task, metric))
@@ -64,7 +64,7 @@ class Run:
         """θ_t's greedy answer rows on `task`, by problem id (θ0 at t = 0); empty where not written."""
         key = (arm, t)
         if key not in self._answers:
-            model = theta_model(arm, t)
+            model = theta_model(self.cfg.arm(arm), t)
             path = eval_samples(self.layout.reference_evaluation(GENERATOR) if t == 0
                                 else self.layout.evaluation(arm, t, model))
             rows = read_jsonl(path) if path.exists() else []

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from imm.arms import Source, get_arm
+from imm.arms import Source
 from imm.config import RunConfig
 from imm.layout import GENERATOR, MODELS, TEACHER, RunLayout
 from imm.outputs import atomic_write_text
@@ -38,7 +38,7 @@ def _rows_of(path: Path, arm: str, t: int, model: str) -> list[SummaryRow]:
 def collect(cfg: RunConfig) -> list[SummaryRow]:
     layout, rows = RunLayout(cfg.run_dir), []
     for arm in cfg.arms:
-        references = (GENERATOR, TEACHER) if get_arm(arm).samples_from is Source.TEACHER else (GENERATOR,)
+        references = (GENERATOR, TEACHER) if cfg.arm(arm).samples_from is Source.TEACHER else (GENERATOR,)
         for model in references:
             path = layout.reference_evaluation(model)
             rows += _rows_of(path, arm, 0, model) if path.exists() else []
