@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,31 @@ def test_the_process_settings_are_run_options_so_a_run_resumes_under_others():
     settings = experiment_settings(load_config("smoke"))
     assert "finetune.processes" not in settings and "finetune.accelerate_config" not in settings
     assert "finetune.batch_size" in settings and "finetune.grad_accum" in settings
+
+
+@pytest.mark.slow
+def test_the_training_processes_end_when_the_loop_is_killed(setup, tmp_path):
+    """SIGKILL the process that launched the training: its processes go too, instead of training on as
+    orphans that hold the devices and write F_t into a run another process may have resumed."""
+    import psutil
+
+    init, examples = setup
+    code = ("import sys; from pathlib import Path; from imm.finetune import FinetuneConfig, finetune_checkpoint; "
+            "from imm.verify.training_set import Example; root = Path(sys.argv[1]); "
+            "examples = [Example(str(i), 'Q: 1 + 1 = ?', ' 2.') for i in range(64)]; "
+            "finetune_checkpoint(sys.argv[2], examples, FinetuneConfig(epochs=1000, batch_size=4, processes=2), "
+            "root / 'finetuned', root / 'stats.json', seed=0, device='cpu', log_out=root / 'train_log.jsonl')")
+    loop = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(init)])
+    deadline = time.time() + 120
+    while not (tmp_path / "train_log.jsonl").exists() and time.time() < deadline and loop.poll() is None:
+        time.sleep(0.5)
+    assert (tmp_path / "train_log.jsonl").exists(), "training did not start"
+
+    def training():
+        return [p for p in psutil.process_iter(["cmdline"]) if any(str(tmp_path) in a for a in p.info["cmdline"] or [])]
+    assert training()
+    loop.kill()
+    loop.wait()
+    psutil.wait_procs(training(), timeout=60)
+    assert training() == []
+    assert not (tmp_path / "finetuned").exists()

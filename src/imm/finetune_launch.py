@@ -19,6 +19,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -134,6 +135,17 @@ def write_job(job: Path, init, examples: Sequence, cfg: FinetuneConfig, out, sta
                                   "load_policy": asdict(current_load_policy())})
 
 
+def _die_with_parent() -> None:
+    """Run in the child before it starts: SIGTERM it when the loop's process dies, even by SIGKILL, so no
+    orphaned training keeps the GPUs or writes F_t into a run another process has resumed (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int, device: str = "auto",
            log_out: Path | None = None) -> str:
     """F_t trained by `cfg.processes` processes; returns the stage's one-line summary."""
@@ -144,7 +156,7 @@ def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, see
     job = temporary_sibling(out.with_name(f"{out.name}-job"))  # on the run folder's (shared) filesystem
     try:
         write_job(job, init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
-        code = subprocess.run(launch_command(job, cfg), stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run(launch_command(job, cfg), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent).returncode
         errors = sorted(job.glob("error-*.txt"))
         if errors:
             raise UserError(errors[0].read_text().strip())
