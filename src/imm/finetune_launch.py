@@ -232,7 +232,8 @@ def follow(run_dir: Path, machine_rank: int, accelerate_config: str, poll: float
                 cfg = from_dict(FinetuneConfig, json.loads(job.read_text())["finetune"])
                 cfg = FinetuneConfig(**{**asdict(cfg), "accelerate_config": accelerate_config})
                 print(f"machine {machine_rank}: joining the training job {job.parent}", flush=True)
-                subprocess.run(launch_command(job.parent, cfg, machine_rank), stdin=subprocess.DEVNULL)
+                subprocess.run(launch_command(job.parent, cfg, machine_rank), stdin=subprocess.DEVNULL,
+                               preexec_fn=_die_with_parent)
         time.sleep(poll)
 
 
