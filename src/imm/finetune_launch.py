@@ -116,7 +116,7 @@ def launch_command(job: Path, cfg: FinetuneConfig, machine_rank: int | None = No
         command += ["--main_process_port", str(_free_port())]  # tests and runs side by side must not collide
     if machine_rank is not None:
         command += ["--machine_rank", str(machine_rank)]
-    threads = max(1, torch.get_num_threads() // cfg.processes)
+    threads = max(1, torch.get_num_threads() * int(file.get("num_machines", 1)) // cfg.processes)  # per machine
     return command + ["--num_cpu_threads_per_process", str(threads), "-m", "imm.finetune_launch", str(job)]
 
 
