@@ -224,3 +224,20 @@ def test_the_training_processes_end_when_the_loop_is_killed(setup, tmp_path):
     psutil.wait_procs(training(), timeout=60)
     assert training() == []
     assert not (tmp_path / "finetuned").exists()
+
+
+def test_more_processes_than_gpus_are_refused_before_any_work(monkeypatch, tmp_path):
+    """torch.cuda's answers patched to a machine with 1 GPU (this one has none): 2 processes on it are
+    refused before the job folder is written; on CPUs (model.device=cpu) they are not."""
+    from imm.finetune_launch import check_gpus, launch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"puts 2 training processes on this machine, which has 1 GPU\(s\); set "
+                                        r"finetune.processes=1"):
+        launch("builtin", [Example("0", "Q", " A")], FinetuneConfig(processes=2), tmp_path / "finetuned",
+               tmp_path / "stats.json", seed=0, device="auto")
+    assert list(tmp_path.iterdir()) == []
+    check_gpus(FinetuneConfig(processes=2), "cpu")
+    two_machines = accelerate_file(tmp_path, num_machines=2, num_processes=2)
+    check_gpus(FinetuneConfig(processes=2, accelerate_config=two_machines), "auto")  # one on each machine

@@ -146,12 +146,26 @@ def _die_with_parent() -> None:
         pass
 
 
+def check_gpus(cfg: FinetuneConfig, device: str) -> None:
+    """One GPU per process on this machine, where the processes train on GPUs."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return  # on CPUs (gloo)
+    file = read_accelerate_config(cfg.accelerate_config) if cfg.accelerate_config else {}
+    here, gpus = cfg.processes // max(1, int(file.get("num_machines", 1))), torch.cuda.device_count()
+    if here > gpus:
+        raise UserError(f"finetune.processes={cfg.processes} puts {here} training processes on this machine, which "
+                        f"has {gpus} GPU(s); set finetune.processes={gpus} (one per GPU) or model.device=cpu")
+
+
 def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int, device: str = "auto",
            log_out: Path | None = None) -> str:
     """F_t trained by `cfg.processes` processes; returns the stage's one-line summary."""
     from imm.outputs import remove_written, temporary_sibling
 
     check_launch(cfg)
+    check_gpus(cfg, device)
     out = Path(out)
     job = temporary_sibling(out.with_name(f"{out.name}-job"))  # on the run folder's (shared) filesystem
     try:
