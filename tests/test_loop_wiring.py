@@ -50,8 +50,8 @@ class Recorder:
         return Stages(
             sample=lambda writer, seed, out: self.write("sample", out, {"from": self.name(writer)}),
             verify=lambda samples, stats, out: (stats.write_text("{}"), self.write("verify", out, read(samples)))[1],
-            finetune=lambda init, data, seed, stats, out: self.write(
-                "finetune", out, {"init": self.name(init), "data_from": read(data)["from"]}),
+            finetune=lambda init, data, seed, stats, out: (stats.write_text("{}"), self.write(  # as F_t's stats and log: no mkdir
+                "finetune", out, {"init": self.name(init), "data_from": read(data)["from"]}))[1],
             merge=lambda arm, base, ft, seed, out: self.write("merge", out, {"base": self.name(base),
                                                                             "finetuned": " + ".join(map(self.name, ft))}),
             evaluate=lambda model, seed, out: self.write("evaluate", out, {}),

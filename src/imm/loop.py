@@ -177,9 +177,10 @@ def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: P
         if arm.merges:
             finetunes = [layout.finetuned(a, t)]
             if fine_tunes(cfg.merge_block(a)) > 1:  # model_stock: a second F_t, same data and init, another seed
-                second = layout.second_finetuned(a, t)
-                step("finetune", lambda: stages.finetune(init, layout.dataset(a, t), seed("finetune-2"),
-                                                         layout.second_finetune_stats(a, t), second), second)
+                second, stats = layout.second_finetuned(a, t), layout.second_finetune_stats(a, t)
+                stats.parent.mkdir(parents=True, exist_ok=True)
+                step("finetune", lambda: stages.finetune(init, layout.dataset(a, t), seed("finetune-2"), stats, second),
+                     second)
                 finetunes.append(second)
             step("merge", lambda: stages.merge(a, base, finetunes, seed("merge"), layout.merged(a, t)),
                  layout.merged(a, t))  # θ_t
