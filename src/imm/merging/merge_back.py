@@ -112,4 +112,21 @@ def merge_back(base: Path, finetuned: Path | Sequence[Path], out: Path, m: "Merg
                         "give parameters.importance as one number per block")
     values = importance(kind) if kind is not None else None
     merge(merge_back_spec(base, finetuned, m, importance=values), out, seed=seed)
-    return f"{m.method}, λ {m.weight}, density {m.density}" + (f", importance by {kind}" if kind else "")
+    return describe(m)
+
+
+def describe(m: "MergeConfig") -> str:
+    """The block in a few words: the method and what it reads (λ and density only where it reads them)."""
+    return ", ".join([m.method, *settings_read(m)])
+
+
+def settings_read(m: "MergeConfig") -> list[str]:
+    from imm.merging.methods import METHODS
+
+    per_model = METHODS[m.method].per_model
+    read = [f"λ {m.weight}"] if "weight" in per_model or m.method in ("linear", "slerp") else []
+    read += [f"density {m.density}"] if "density" in per_model else []
+    read += [f"{k} {v}" for k, v in m.parameters.items()]
+    if importance_kind(m) is not None and "importance" not in m.parameters:
+        read.append(f"importance {DEFAULT_IMPORTANCE}")
+    return read

@@ -8,7 +8,7 @@ arm, forgetting per problem, the collapse figures, and the superficiality figure
 from __future__ import annotations
 
 from imm.layout import FINETUNED, MERGED
-from imm.merging.methods import METHODS
+from imm.merging.merge_back import settings_read
 from imm.report import compare
 from imm.report.compare import OOD_MEAN, Difference
 from imm.report.document import Cell, Section, Table, collapse_columns, diversity_task, fmt
@@ -33,11 +33,8 @@ def operator_text(runs: list[Run], arm: str) -> str:
     if not runs[0].cfg.arm(arm).merges:
         return "none (θ_t = F_t)"
     block = runs[0].cfg.merge_block(arm)
-    method = METHODS[block.method]
-    parts = [f"λ {block.weight}"] if "weight" in method.per_model or block.method in ("linear", "slerp") else []
-    parts += [f"density {block.density}"] if "density" in method.per_model else []
-    parts += [f"{k} {v}" for k, v in block.parameters.items()]
-    return f"{block.method} ({', '.join(parts)})" if parts else block.method
+    read = settings_read(block)
+    return f"{block.method} ({', '.join(read)})" if read else block.method
 
 
 def interval_text(d: Difference | None) -> str:
