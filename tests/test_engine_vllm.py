@@ -5,9 +5,10 @@ start vLLM's CPU build from .venv-vllm (scripts/setup-vllm-venv; .ci/run makes i
 model in float32, and are skipped with that reason where it is absent:
 - greedy: both engines write the same text and token count for ≥ 99% of 32 test prompts of each of the six
   built-in tasks (measured: all 192), and vLLM's entropy figure, a lower bound of hf's, is within 0.01 nats;
-- seeded sampling: the sampling stage run twice, once with two data-parallel children, writes the same
-  records (the entropy figure to float32 rounding), and another seed draws other samples;
-- the loop: `imm run --config smoke sampling.backend=vllm`, one arm and iteration, runs end to end.
+- seeded sampling: a seed fixes the samples and another seed draws others;
+- the loop: `imm run --config smoke sampling.backend=vllm`, one arm and iteration, runs end to end, and its
+  sampling stage run again with two data-parallel children writes the same records (the entropy figure to
+  float32 rounding).
 """
 
 from __future__ import annotations
@@ -79,9 +80,11 @@ def test_each_data_parallel_child_gets_its_own_cores_on_a_cpu(monkeypatch):
     monkeypatch.setattr(engine_vllm.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     envs = engine_vllm.worker_environments(SampleConfig(vllm_data_parallel=2))
     assert [e["VLLM_CPU_OMP_THREADS_BIND"] for e in envs] == ["0,1", "2,3"]
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["2", "2"]  # threads per rank
     assert {e["VLLM_CPU_KVCACHE_SPACE"] for e in envs} == {"1"}
     envs = engine_vllm.worker_environments(SampleConfig(vllm_data_parallel=2, vllm_tensor_parallel=2))
     assert [e["VLLM_CPU_OMP_THREADS_BIND"] for e in envs] == ["0|1", "2|3"]  # one list per tensor-parallel rank
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["1", "1"]
     with pytest.raises(UserError, match="5 CPU workers, but this process may use 4 cores"):
         engine_vllm.worker_environments(SampleConfig(vllm_data_parallel=5))
 
@@ -177,46 +180,39 @@ def test_a_seed_fixes_the_samples_and_another_seed_changes_them(vllm_engine, pro
     assert any(group[0].text != group[1].text for group in first)  # the two samples of a prompt can differ
 
 
-def sampling_stage(tmp_path, name: str, **vllm) -> tuple[bytes, bytes]:
-    """samples.jsonl and generation.json of the sampling stage on θ0 at temperature 1.2, K = 4, seed 7."""
-    from imm.layout import generation_record
-    from imm.models import BUILTIN_DIR
-    from imm.sampling import sample_questions
-
-    cfg = load_config("smoke", ("data.train_questions=24", "sampling.k=4", "sampling.temperature=1.2"))
-    out = tmp_path / name / "samples.jsonl"
-    out.parent.mkdir()
-    s = dataclasses.replace(cfg.sampling, backend="vllm", **vllm)
-    sample_questions(BUILTIN_DIR, cfg.data, cfg.prompt, s, FLOAT32_CPU, 7, out)
-    return out.read_bytes(), generation_record(out).read_bytes()
+LOOP = ("--config", "smoke", "sampling.backend=vllm", "iterations=1", "arms=[self_improve]",
+        "data.train_questions=16", "sampling.k=4", "sampling.temperature=1.2", "data.ood_tasks=[arith_long]",
+        "eval.limit=8", "eval.diversity_k=2", "eval.diversity_questions=4", "analysis.enabled=false",
+        "model.dtype=float32")
 
 
 @needs_vllm
 @pytest.mark.slow
-def test_the_sampling_stage_writes_the_same_records_again_and_with_two_data_parallel_children(tmp_path):
-    """Every field equal, the entropy to float32 rounding: a batch of other composition sums in another order
-    (measured: 2 of 96 figures differ, by 3e-9 relative)."""
-    one, one_settings = sampling_stage(tmp_path, "one")
-    two, two_settings = sampling_stage(tmp_path, "two", vllm_data_parallel=2)
-    rows, others = ([json.loads(line) for line in text.splitlines()] for text in (one, two))
+def test_the_loop_runs_with_vllm_and_two_data_parallel_children_sample_its_records_again(tmp_path):
+    """`imm run` end to end with the vllm engine; then its sampling stage (θ0, the stage's seed) run again
+    outside the loop with two data-parallel children writes the same records: every field equal, the entropy
+    to float32 rounding, as a batch of other composition sums in another order (measured: 2 of 96 figures
+    differ, by 3e-9 relative)."""
+    from imm.layout import RunLayout, generation_record
+    from imm.loop import stage_seed
+    from imm.models import BUILTIN_DIR
+    from imm.sampling import sample_questions
+
+    assert main(["run", *LOOP, f"out_dir={tmp_path}"]) == 0
+    cfg, run = load_config("smoke", LOOP[2:]), RunLayout(tmp_path / "smoke")
+    assert (run.root / "summary.csv").is_file()
+    again = tmp_path / "again" / "samples.jsonl"
+    again.parent.mkdir()
+    two = dataclasses.replace(cfg.sampling, vllm_data_parallel=2)
+    sample_questions(BUILTIN_DIR, cfg.data, cfg.prompt, two, cfg.model, stage_seed(cfg.seed, 1, "sample"), again)
+    first = run.samples("self_improve", 1)
+    rows, others = ([json.loads(line) for line in path.read_text().splitlines()] for path in (first, again))
     entropy = lambda table: [row.pop("mean_entropy") for row in table]
     assert entropy(rows) == pytest.approx(entropy(others), rel=1e-6)
-    assert rows == others and one_settings == two_settings
-    assert len(rows) == 24 * 4 and json.loads(one_settings)["backend"] == "vllm"
+    assert rows == others and len(rows) == 16 * 4
+    assert generation_record(first).read_text() == generation_record(again).read_text()
+    assert json.loads(generation_record(first).read_text())["backend"] == "vllm"
     by_question = {}
     for row in rows:
         by_question.setdefault(row["id"], set()).add(row["completion"])
     assert any(len(texts) > 1 for texts in by_question.values())  # sampled, not greedy
-
-
-@needs_vllm
-@pytest.mark.slow
-def test_the_loop_runs_end_to_end_with_the_vllm_engine(tmp_path):
-    code = main(["run", "--config", "smoke", f"out_dir={tmp_path}", "sampling.backend=vllm", "iterations=1",
-                 "arms=[self_improve]", "data.train_questions=16", "data.ood_tasks=[arith_long]", "eval.limit=8",
-                 "eval.diversity_k=2", "eval.diversity_questions=4", "analysis.enabled=false", "model.dtype=float32"])
-    assert code == 0
-    run = tmp_path / "smoke"
-    settings = json.loads(next(run.rglob("samples.generation.json")).read_text())
-    assert settings["backend"] == "vllm" and settings["vllm"]
-    assert (run / "summary.csv").is_file()

@@ -80,8 +80,11 @@ def find_python(configured: str) -> Path:
 @lru_cache(maxsize=None)
 def _imports_vllm(python: Path) -> str:
     """'' when `python` imports vLLM and transformers, else the last line of its error (a few seconds)."""
-    done = subprocess.run([str(python), "-c", "import vllm, transformers"], capture_output=True, text=True,
-                          timeout=300)
+    try:
+        done = subprocess.run([str(python), "-c", "import vllm, transformers"], capture_output=True, text=True,
+                              timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{type(err).__name__}: {err}"
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
 
 
@@ -124,7 +127,8 @@ def worker_environments(s: "SampleConfig") -> list[dict[str, str]]:
                             f"are visible; lower them or use vllm_executor=ray on a cluster")
         return [base | {"CUDA_VISIBLE_DEVICES": ",".join(gpus[r * tp:(r + 1) * tp])} for r in range(dp)]
     # vLLM's CPU build sizes its KV cache as vllm_gpu_memory of the machine's RAM unless told a size in GiB:
-    # 1 GiB per child holds 64 sequences of 512 tokens of a 135M-parameter model in float32.
+    # 1 GiB per child holds 131k tokens of the built-in model and 23k of SmolLM2-135M (46 kB each in float32);
+    # vLLM schedules the sequences within it.
     base.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cores = sorted(os.sched_getaffinity(0))
     if dp * tp > len(cores):
@@ -132,7 +136,8 @@ def worker_environments(s: "SampleConfig") -> list[dict[str, str]]:
                         f"process may use {len(cores)} cores; lower them")
     share = len(cores) // (dp * tp)
     ranks = [",".join(map(str, cores[i * share:(i + 1) * share])) for i in range(dp * tp)]
-    return [base | {"VLLM_CPU_OMP_THREADS_BIND": "|".join(ranks[r * tp:(r + 1) * tp])} for r in range(dp)]
+    return [base | {"VLLM_CPU_OMP_THREADS_BIND": "|".join(ranks[r * tp:(r + 1) * tp]), "OMP_NUM_THREADS": str(share)}
+            for r in range(dp)]
 
 
 class _Child:
@@ -144,8 +149,11 @@ class _Child:
                                         stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
 
     def send(self, message: dict) -> None:
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # the child has ended: say why
+            self.receive()
 
     def receive(self) -> dict:
         line = self.process.stdout.readline()
