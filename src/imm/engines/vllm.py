@@ -5,8 +5,8 @@ its own, so it runs in its own environment: `sampling.vllm_python` names that Py
 when it has vLLM, else `.venv-vllm/bin/python` in the working folder or beside this checkout (made by
 `scripts/setup-vllm-venv`). Each engine starts `vllm_data_parallel` children of `imm/engines/vllm_worker.py`
 under that Python, each on the checkpoint folder and its own GPUs (`vllm_tensor_parallel` each, or the Ray
-cluster's with `vllm_executor: ray`), and shuts them down on `close`, so their GPU memory is free before
-the next stage loads a model.
+cluster's with `vllm_executor: ray`) or, on a CPU, its own cores, and shuts them down on `close`, so their
+memory is free before the next stage loads a model.
 
 Same records as the hf engine:
 - prompts are tokenized here, with the checkpoint's tokenizer (no special tokens added), and the children
@@ -22,8 +22,8 @@ Same records as the hf engine:
 Seeds: request (prompt i, sample j) of a call with seed s draws from its own generator, seeded with
 `request_seed(s, i, j)`, so a completion does not depend on batch composition, on how prompts are split
 between data-parallel children, or on other requests: two children give the records one gives (the
-entropy figure to float32 rounding, as another batch sums in another order). (hf draws
-per batch instead, so the two engines' samples differ at temperature > 0; greedy outputs agree.)
+entropy figure to float32 rounding, as another batch sums in another order). (hf draws per batch
+instead, so the two engines' samples differ at temperature > 0; greedy outputs agree.)
 
 The analysis probe (imm.analysis.importance) always runs on Hugging Face: ablation skips blocks with
 forward hooks and the gradient needs backward passes, neither of which a vLLM engine exposes.
