@@ -58,6 +58,7 @@ class StageMemory:
     def __enter__(self) -> "StageMemory":
         import psutil
 
+        gc.freeze()  # what lives now is older than the stage: the collection on leaving skips it (0.4 s -> µs)
         self._process = psutil.Process()
         self._exact = _reset_high_water_mark()
         self._older = {c.pid for c in self._process.children(recursive=True)}  # a pool an earlier stage started
@@ -91,7 +92,7 @@ class StageMemory:
         self._sampler.join()
         own = _high_water_mark() if self._exact else self._own
         self._record = {"peak_rss_mib": round(own / MIB), "children_peak_rss_mib": round(self._children / MIB)}
-        gc.collect()  # a model caught in a reference cycle is freed here, not at some later stage
+        gc.collect()  # a model of this stage caught in a reference cycle is freed here, not at some later stage
         if cuda := _cuda():
             cuda.empty_cache()  # cached blocks back to the driver: the next stage's child process may need them
             self._record |= {"peak_gpu_mib": round(cuda.max_memory_allocated() / MIB),
