@@ -119,6 +119,26 @@ def test_remove_written_refuses_what_imm_did_not_make(tmp_path):
     assert not temporary.exists()
 
 
+def test_only_imm_scratch_files_in_the_temporary_folder_are_removed(tmp_path):
+    import tempfile
+
+    from imm.outputs import remove_scratch_file
+
+    scratch = tempfile.NamedTemporaryFile(prefix="imm-vllm-", suffix=".log", delete=False)
+    scratch.close()
+    remove_scratch_file(scratch.name)
+    assert not Path(scratch.name).exists()
+    other = tempfile.NamedTemporaryFile(prefix="notes-", delete=False)
+    other.close()
+    mine = tmp_path / "imm-log.txt"
+    mine.write_text("kept")
+    for path in (other.name, mine):  # another program's scratch file; an imm-named file elsewhere
+        with pytest.raises(UserError, match="refusing to delete"):
+            remove_scratch_file(path)
+        assert Path(path).exists()
+    Path(other.name).unlink()  # the test's own file
+
+
 def test_every_deletion_in_the_package_goes_through_the_guarded_helper():
     """Searchable: rmtree / unlink / os.remove appear only in imm/outputs.py."""
     src = Path(__file__).resolve().parents[1] / "src" / "imm"

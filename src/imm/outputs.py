@@ -103,6 +103,18 @@ def plain_write_errors(folder: Path, needed: int | None = None) -> Iterator[None
 
 # --- the one place that deletes --------------------------------------------------------------
 
+SCRATCH_PREFIX = "imm-"  # scratch files in the system's temporary folder (tempfile, prefix="imm-...")
+
+
+def remove_scratch_file(path: str | Path) -> None:
+    """Delete a scratch file imm made in the system's temporary folder (e.g. a child process's log);
+    any other path raises."""
+    path = Path(path)
+    if path.parent != Path(tempfile.gettempdir()) or not path.name.startswith(SCRATCH_PREFIX) or path.is_dir():
+        raise UserError(f"refusing to delete {path}: it is not a scratch file of imm in {tempfile.gettempdir()}")
+    path.unlink(missing_ok=True)
+
+
 def remove_written(path: Path, *, run_entries: Collection[str] | None = None) -> None:
     """Delete `path` if, and only if, imm made it; anything else is a bug, refused loudly.
 

@@ -178,7 +178,9 @@ class _Child:
                 self.process.wait()
         self.log.close()
         if self.process.returncode == 0:
-            Path(self.log.name).unlink(missing_ok=True)
+            from imm.outputs import remove_scratch_file
+
+            remove_scratch_file(self.log.name)
 
 
 def _load_tokenizer(folder: Path, trust_remote_code: bool):
