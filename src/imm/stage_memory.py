@@ -58,7 +58,6 @@ class StageMemory:
     def __enter__(self) -> "StageMemory":
         import psutil
 
-        gc.freeze()  # what lives now is older than the stage: the collection on leaving skips it (0.4 s -> µs)
         self._process = psutil.Process()
         self._exact = _reset_high_water_mark()
         self._older = {c.pid for c in self._process.children(recursive=True)}  # a pool an earlier stage started
