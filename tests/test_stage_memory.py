@@ -16,16 +16,21 @@ from imm.stage_memory import StageMemory
 MIB = 2**20
 
 
-def hold(mib: int) -> None:
+def hold(mib: int, seconds: float) -> None:
     block = torch.ones(mib * MIB // 4, dtype=torch.float32)  # touched, so resident
+    time.sleep(seconds)
     del block
 
 
-def test_each_stage_gets_its_own_peak_not_the_process_high_water_mark():
-    """Stage one holds 300 MiB for a moment; stage two holds nothing: its peak is at least 250 MiB lower,
-    where the process's lifetime high-water mark (ru_maxrss) would report stage one's again."""
+@pytest.mark.parametrize("proc_resets_peak", [True, False], ids=["high-water-mark", "sampled"])
+def test_each_stage_gets_its_own_peak_not_the_process_high_water_mark(proc_resets_peak, monkeypatch):
+    """Stage one holds 300 MiB for 0.6 s (so that the sampled fallback, where /proc cannot reset the peak, sees
+    it too); stage two holds nothing: its peak is at least 250 MiB lower, where the process's lifetime
+    high-water mark (ru_maxrss) would report stage one's again."""
+    if not proc_resets_peak:
+        monkeypatch.setattr("imm.stage_memory._reset_high_water_mark", lambda: False)
     with StageMemory() as big:
-        hold(300)
+        hold(300, 0.6)
     with StageMemory() as small:
         pass
     assert big.record()["peak_rss_mib"] - small.record()["peak_rss_mib"] >= 250

@@ -17,7 +17,8 @@ training processes, a vLLM engine) starts with an empty GPU and two models never
     gpu_held_after_mib      with CUDA: what the loop process still holds on the GPU after the stage (near 0: the
                             stage freed its model).
 
-Where /proc is missing (not Linux) peak_rss_mib is sampled like the children's.
+Where the high-water mark cannot be reset or read (not Linux, or a sandbox whose /proc does not offer it)
+peak_rss_mib is sampled like the children's: a peak shorter than the sampling interval can then be missed.
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ def _reset_high_water_mark() -> bool:
         return False
 
 
-def _high_water_mark() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _high_water_mark() -> int | None:
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024  # kB
-    raise OSError("no VmHWM in /proc/self/status")
+    return None
 
 
 def _cuda():
@@ -59,7 +64,7 @@ class StageMemory:
         import psutil
 
         self._process = psutil.Process()
-        self._exact = _reset_high_water_mark()
+        self._exact = _reset_high_water_mark() and _high_water_mark() is not None
         self._older = {c.pid for c in self._process.children(recursive=True)}  # a pool an earlier stage started
         self._own = self._children = 0
         if cuda := _cuda():
@@ -89,7 +94,7 @@ class StageMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._sampler.join()
-        own = _high_water_mark() if self._exact else self._own
+        own = (_high_water_mark() if self._exact else None) or max(self._own, self._process.memory_info().rss)
         self._record = {"peak_rss_mib": round(own / MIB), "children_peak_rss_mib": round(self._children / MIB)}
         gc.collect()  # a model of this stage caught in a reference cycle is freed here, not at some later stage
         if cuda := _cuda():
