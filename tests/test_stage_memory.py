@@ -86,3 +86,14 @@ def test_the_real_stages_free_their_models_and_timings_record_memory(tmp_path):
     lines = [json.loads(line) for line in (cfg.run_dir / "timings.jsonl").read_text().splitlines()]
     assert {line["stage"] for line in lines} == set(names)
     assert all(line["peak_rss_mib"] > 100 and line["children_peak_rss_mib"] >= 0 for line in lines)
+
+
+def test_a_peak_reset_that_proc_ignores_falls_back_to_sampling(monkeypatch):
+    """A /proc that accepts the reset but keeps the old peak (1 GiB above the current RSS here) is not trusted."""
+    import imm.stage_memory as stage_memory
+
+    figures = {"VmHWM": 3 * 2**30, "VmRSS": 2 * 2**30}
+    monkeypatch.setattr(stage_memory, "_status", figures.get)
+    assert stage_memory._reset_high_water_mark() is False
+    figures["VmHWM"] = figures["VmRSS"] + MIB
+    assert stage_memory._reset_high_water_mark() is True

@@ -33,20 +33,24 @@ INTERVAL = 0.25  # seconds between samples of the child processes (each costs ab
 
 
 def _reset_high_water_mark() -> bool:
+    """Reset the peak RSS to the current RSS (Linux >= 4.0); False where that is refused or silently ignored
+    (a sandbox's /proc), found by the peak not having come down to the current figure."""
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
-        return True
+        Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return False
+    peak, now = _status("VmHWM"), _status("VmRSS")
+    return peak is not None and now is not None and peak - now <= 16 * MIB
 
 
-def _high_water_mark() -> int | None:
+def _status(field: str) -> int | None:
+    """A memory figure of /proc/self/status in bytes; None where there is none."""
     try:
         lines = Path("/proc/self/status").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024  # kB
     return None
 
@@ -64,7 +68,7 @@ class StageMemory:
         import psutil
 
         self._process = psutil.Process()
-        self._exact = _reset_high_water_mark() and _high_water_mark() is not None
+        self._exact = _reset_high_water_mark()
         self._older = {c.pid for c in self._process.children(recursive=True)}  # a pool an earlier stage started
         self._own = self._children = 0
         if cuda := _cuda():
@@ -94,7 +98,7 @@ class StageMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._sampler.join()
-        own = (_high_water_mark() if self._exact else None) or max(self._own, self._process.memory_info().rss)
+        own = (_status("VmHWM") if self._exact else None) or max(self._own, self._process.memory_info().rss)
         self._record = {"peak_rss_mib": round(own / MIB), "children_peak_rss_mib": round(self._children / MIB)}
         gc.collect()  # a model of this stage caught in a reference cycle is freed here, not at some later stage
         if cuda := _cuda():
