@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from imm.engines import Completion
+from imm.engines import Completion, decode
 from imm.tasks.base import STOP_STRINGS
 
 
@@ -56,17 +56,23 @@ def effective_settings(model, settings: dict) -> dict:
 
 
 @torch.no_grad()
-def _generate_batch(model, tokenizer, prompts, k, temperature, top_p, max_new_tokens, stop, seed):
+def _generate_batch(model, tokenizer, prompts, k, temperature, top_p, max_new_tokens, stop, seed, own_loop=True):
+    """k completions of each prompt: by `decode.decode` (the same records as `generate`, with finished rows
+    leaving the batch) where it supports the model and settings, else by `model.generate`."""
     from transformers import GenerationConfig
 
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     torch.manual_seed(seed)
     settings = generation_settings(tokenizer, k=k, temperature=temperature, top_p=top_p,
                                    max_new_tokens=max_new_tokens, stop=stop)
-    out = model.generate(**enc, generation_config=GenerationConfig(**settings), tokenizer=tokenizer)
-    new = out.sequences[:, enc["input_ids"].shape[1]:]  # (batch*k, steps)
-    entropy = _entropies(out.scores).T  # (batch*k, steps)
-    return [_completion(tokenizer, row, ent, stop) for row, ent in zip(new, entropy)]
+    if own_loop and decode.supports(model, effective_settings(model, settings)):
+        new, entropy = decode.decode(model, tokenizer, enc["input_ids"], enc["attention_mask"], k=k,
+                                     temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stop)
+    else:
+        out = model.generate(**enc, generation_config=GenerationConfig(**settings), tokenizer=tokenizer)
+        new = out.sequences[:, enc["input_ids"].shape[1]:]  # (batch*k, steps)
+        entropy = _entropies(out.scores)  # (steps, batch*k)
+    return [_completion(tokenizer, row, ent, stop) for row, ent in zip(new, entropy.T)]
 
 
 def _completion(tokenizer, tokens: torch.Tensor, entropy: torch.Tensor, stop) -> Completion:

@@ -1,0 +1,139 @@
+"""The `hf` engine's decoding loop: Hugging Face's sampling loop, step for step, with ended rows leaving the batch.
+
+`model.generate` computes every row of a batch until the batch's longest answer ends; short answers
+then ride along for nothing (a third to a half of the steps' rows on the built-in tasks). This loop
+gives each step the model inputs `generate` gives it (left padding, positions from the attention mask,
+a dynamic KV cache, logits of the last position only), processes the logits with the same warpers,
+draws with the same `torch.multinomial` call, ends rows by the same criteria (end token, stop string,
+length) and forces the end-of-row padding `generate` forces, so the tokens and figures it returns are
+`generate`'s. What differs: a row whose record is complete leaves the batch (with its KV cache) once
+an eighth of the batch has, and a shrunken batch keeps at least `MIN_ROWS` rows, since a CPU's
+matrix kernels round differently for a few rows than for many. The draw is made over the whole
+batch (rows that left get a fixed token), so each row's sample takes the random numbers it takes
+in `generate`. `tests/test_decode.py` checks records equal `generate`'s, greedy and sampled.
+
+A record is complete after its end token, or after the padding token `generate` writes the step after
+a stop string ended the row (the row's count includes that step); a row ended by the length limit is
+complete at the last step. A model this loop cannot drive exactly as `generate` would (an encoder-
+decoder, its own input preparation, or a checkpoint generation setting that adds a logits processor)
+goes through `generate`: see `supports`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import torch
+
+MIN_ROWS = 16  # rows a shrunken batch keeps (CPU matrix kernels agree bit for bit on 12 rows or more)
+
+# Generation settings that make `generate` add a logits processor this loop does not apply, with the value
+# at which they add none.
+_NO_PROCESSOR = {
+    "guidance_scale": (None, 1, 1.0), "sequence_bias": (None,), "bad_words_ids": (None,),
+    "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "remove_invalid_values": (None, False),
+    "exponential_decay_length_penalty": (None,), "suppress_tokens": (None,), "begin_suppress_tokens": (None,),
+    "top_h": (None,), "watermarking_config": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0),
+    "repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "typical_p": (None, 1.0),
+    "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "top_k": (None, 0), "min_p": (None, 0.0),
+    "num_beams": (None, 1), "prefill_chunk_size": (None,), "cache_implementation": (None, "dynamic"),
+}
+
+
+def supports(model, settings: dict) -> bool:
+    """Whether this loop gives exactly what `model.generate(**settings)` gives: a decoder-only model that
+    prepares its inputs the common way and takes positions, a cache and `logits_to_keep`; settings (ours
+    over the checkpoint's, `effective_settings`) that add no logits processor beyond temperature and top-p;
+    an end token to pad finished rows with."""
+    from transformers import GenerationMixin
+
+    if getattr(model.config, "is_encoder_decoder", False) or None in (settings.get("eos_token_id"),
+                                                                      settings.get("pad_token_id")):
+        return False
+    if type(model).prepare_inputs_for_generation is not GenerationMixin.prepare_inputs_for_generation:
+        return False
+    accepted = inspect.signature(model.forward).parameters
+    if not {"position_ids", "logits_to_keep", "cache"} <= accepted.keys():
+        return False
+    return all(settings.get(name) in neutral for name, neutral in _NO_PROCESSOR.items())
+
+
+def _warpers(temperature: float, top_p: float):
+    """What `generate` applies to the logits when sampling with these settings (greedy: nothing)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList()
+    if temperature > 0 and temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if temperature > 0 and top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers
+
+
+def _stop_criteria(tokenizer, stop: Sequence[str]):
+    from transformers import StopStringCriteria
+
+    if not stop:
+        return lambda ids: torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    criteria = StopStringCriteria(tokenizer, list(stop))
+    return lambda ids: criteria(ids, None)
+
+
+@torch.no_grad()
+def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, k: int, temperature: float,
+           top_p: float, max_new_tokens: int, stop: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(new tokens, entropies), as `generate` returns them: (batch·k, steps) token ids, padded after each
+    row's end, and (steps, batch·k) entropies of the processed next-token distributions (0 where a row
+    had left the batch, a step its record does not count)."""
+    from transformers import DynamicCache
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    sample = temperature > 0
+    warpers, stopped = _warpers(temperature, top_p), _stop_criteria(tokenizer, stop)
+    ids = input_ids.repeat_interleave(k, dim=0)  # as generate expands num_return_sequences
+    mask = attention_mask.repeat_interleave(k, dim=0)
+    size, device = ids.shape[0], ids.device
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1)
+    new = torch.full((size, max_new_tokens), pad, dtype=ids.dtype, device=device)
+    entropy = torch.zeros((max_new_tokens, size), dtype=torch.float32, device=device)
+    rows = torch.arange(size, device=device)  # the batch row of each row still computed
+    live = torch.ones(size, dtype=torch.bool, device=device)  # its record still takes steps
+    unfinished = torch.ones(size, dtype=torch.bool, device=device)  # as generate's unfinished_sequences
+    steps = 0
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+        scores = warpers(ids, logits)
+        logp = torch.log_softmax(scores, dim=-1)
+        entropy[step, rows[live]] = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)[live]
+        if sample:
+            probs = torch.zeros((size, scores.shape[1]), dtype=scores.dtype, device=device)
+            probs[:, pad] = 1.0  # rows that left: a fixed token; the draw still spends their random numbers
+            probs[rows] = torch.softmax(scores, dim=-1)
+            chosen = torch.multinomial(probs, num_samples=1).squeeze(1)[rows]
+        else:
+            chosen = torch.argmax(scores, dim=-1)
+        chosen = torch.where(unfinished, chosen, torch.full_like(chosen, pad))
+        new[rows[live], step] = chosen[live]
+        ids = torch.cat([ids, chosen[:, None]], dim=-1)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        positions = positions[:, -1:] + 1
+        unfinished &= ~((chosen == eos) | stopped(ids))
+        steps = step + 1
+        if not unfinished.any() or steps == max_new_tokens:
+            break
+        live &= (chosen != eos) & (chosen != pad)  # a record ends at its end token or forced padding
+        done = ~live & ~unfinished  # nothing of it is needed any more, not even to keep the loop going
+        if done.any() and int(done.sum()) * 8 >= len(rows) and len(rows) > MIN_ROWS:
+            keep = (~done).nonzero().squeeze(1)
+            if len(keep) < MIN_ROWS:  # fill up with rows that are done, in order
+                keep = torch.cat([keep, done.nonzero().squeeze(1)[:MIN_ROWS - len(keep)]]).sort().values
+            cache.batch_select_indices(keep)
+            rows, live, unfinished = rows[keep], live[keep], unfinished[keep]
+            ids, mask, positions, chosen = ids[keep], mask[keep], positions[keep], chosen[keep]
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions, cache=cache,
+                    use_cache=True, logits_to_keep=1)
+    return new[:, :steps], entropy[:steps]

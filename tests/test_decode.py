@@ -1,0 +1,78 @@
+"""The hf engine's own decoding loop (imm.engines.decode) returns `model.generate`'s records exactly: the
+same tokens, counts and entropy figures, greedy and sampled (the same random draws), with rows ending
+by end token, stop string or length, while rows that ended leave the batch."""
+
+import pytest
+import torch
+
+from imm.engines import decode
+from imm.engines.hf import _generate_batch, effective_settings, generation_settings
+from imm.models import load_model
+from imm.prompts import Prompter
+from imm.tasks.registry import get_task
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    model, tokenizer = load_model("builtin", device="cpu")
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def _prompts(n=24):
+    out = []
+    for name in ("arith", "arith_long", "arith_muldiv"):
+        task = get_task(name)
+        out += [Prompter(task)(p) for p in task.problems("test")[:n]]
+    return out
+
+
+CASES = {
+    "greedy": dict(k=1, temperature=0.0, top_p=1.0, max_new_tokens=96, stop=()),
+    "greedy, stop strings": dict(k=1, temperature=0.0, top_p=1.0, max_new_tokens=96, stop=(".", "\n\n")),
+    "greedy, length limit": dict(k=1, temperature=0.0, top_p=1.0, max_new_tokens=40, stop=()),
+    "sampled": dict(k=4, temperature=0.8, top_p=1.0, max_new_tokens=96, stop=()),
+    "sampled, top-p, stop strings": dict(k=3, temperature=1.0, top_p=0.9, max_new_tokens=64, stop=(" so",)),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_own_loop_records_equal_generate_records(builtin, case):
+    model, tokenizer = builtin
+    options = CASES[case]
+    settings = generation_settings(tokenizer, **options)
+    assert decode.supports(model, effective_settings(model, settings))
+    prompts = _prompts()
+    theirs = _generate_batch(model, tokenizer, prompts, seed=7, own_loop=False, **options)
+    ours = _generate_batch(model, tokenizer, prompts, seed=7, own_loop=True, **options)
+    assert ours == theirs
+    counts = [c.num_tokens for c in ours]
+    assert min(counts) < max(counts)  # rows ended at different steps, so rows left the batch
+    assert max(counts) == options["max_new_tokens"] or case != "greedy, length limit"
+    if options["temperature"]:
+        other = _generate_batch(model, tokenizer, prompts, seed=8, own_loop=True, **options)
+        assert [c.text for c in other] != [c.text for c in ours]
+
+
+def test_rows_leave_the_batch_and_a_shrunken_batch_keeps_min_rows(builtin):
+    """The forward passes after the first answers end run on fewer rows, never fewer than MIN_ROWS."""
+    model, tokenizer = builtin
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda _, args, kw: sizes.append(kw["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    try:
+        _generate_batch(model, tokenizer, _prompts(), k=1, temperature=0.0, top_p=1.0, max_new_tokens=96, stop=(),
+                        seed=0)
+    finally:
+        hook.remove()
+    assert sizes[0] == 72 and min(sizes) == decode.MIN_ROWS and sizes == sorted(sizes, reverse=True)
+
+
+def test_settings_that_add_a_logits_processor_go_through_generate(builtin):
+    model, tokenizer = builtin
+    settings = effective_settings(model, generation_settings(tokenizer, k=1, temperature=0.0, top_p=1.0,
+                                                             max_new_tokens=8, stop=()))
+    assert decode.supports(model, settings)
+    for name, value in (("suppress_tokens", [5]), ("repetition_penalty", 1.2), ("min_length", 3),
+                        ("bad_words_ids", [[5]]), ("eos_token_id", None)):
+        assert not decode.supports(model, settings | {name: value}), name
