@@ -1,6 +1,9 @@
-"""The hf engine's own decoding loop (imm.engines.decode) returns `model.generate`'s records exactly: the
-same tokens, counts and entropy figures, greedy and sampled (the same random draws), with rows ending
-by end token, stop string or length, while rows that ended leave the batch."""
+"""The hf engine's own decoding loop (imm.engines.decode) returns `model.generate`'s records: with one torch
+thread (as the CPU generation workers run) exactly the same tokens, counts and entropy figures, greedy and
+sampled (the same random draws), with rows ending by end token, stop string or length, while rows that
+ended leave the batch; with several threads the same texts and counts, entropies within 1e-6."""
+
+import math
 
 import pytest
 import torch
@@ -10,6 +13,14 @@ from imm.engines.hf import _generate_batch, effective_settings, generation_setti
 from imm.models import load_model
 from imm.prompts import Prompter
 from imm.tasks.registry import get_task
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +48,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_own_loop_records_equal_generate_records(builtin, case):
+def test_own_loop_records_equal_generate_records(builtin, case, one_thread):
     model, tokenizer = builtin
     options = CASES[case]
     settings = generation_settings(tokenizer, **options)
@@ -52,6 +63,21 @@ def test_own_loop_records_equal_generate_records(builtin, case):
     if options["temperature"]:
         other = _generate_batch(model, tokenizer, prompts, seed=8, own_loop=True, **options)
         assert [c.text for c in other] != [c.text for c in ours]
+
+
+def test_with_two_threads_texts_and_counts_are_equal_and_entropies_close(builtin):
+    model, tokenizer = builtin
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for case in ("greedy", "sampled"):
+            theirs, ours = (_generate_batch(model, tokenizer, _prompts(), seed=7, own_loop=own, **CASES[case])
+                            for own in (False, True))
+            assert [(c.text, c.num_tokens) for c in ours] == [(c.text, c.num_tokens) for c in theirs]
+            assert all(math.isclose(a.mean_entropy, b.mean_entropy, rel_tol=0, abs_tol=1e-6)
+                       for a, b in zip(ours, theirs))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_rows_leave_the_batch_and_a_shrunken_batch_keeps_min_rows(builtin):

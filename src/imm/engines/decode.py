@@ -8,9 +8,14 @@ draws with the same `torch.multinomial` call, ends rows by the same criteria (en
 length) and forces the end-of-row padding `generate` forces, so the tokens and figures it returns are
 `generate`'s. What differs: a row whose record is complete leaves the batch (with its KV cache) once
 an eighth of the batch has, and a shrunken batch keeps at least `MIN_ROWS` rows, since a CPU's
-matrix kernels round differently for a few rows than for many. The draw is made over the whole
-batch (rows that left get a fixed token), so each row's sample takes the random numbers it takes
-in `generate`. `tests/test_decode.py` checks records equal `generate`'s, greedy and sampled.
+matrix kernels round differently for a few rows than for many; the KV cache is written into room made
+once instead of being concatenated at every step. The draw is made over the whole batch (rows that
+left get a fixed token), so each row's sample takes the random numbers it takes in `generate`.
+
+`tests/test_decode.py` checks that records equal `generate`'s bit for bit with one torch thread per
+process (the CPU default: one-thread generation workers). With several threads a matrix product may
+split its sums differently for a smaller batch: there texts and counts stayed equal on every record
+measured and entropy figures moved by up to 3e-8 (docs/benchmarks.md).
 
 A record is complete after its end token, or after the padding token `generate` writes the step after
 a stop string ended the row (the row's count includes that step); a row ended by the length limit is
@@ -26,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-MIN_ROWS = 16  # rows a shrunken batch keeps (CPU matrix kernels agree bit for bit on 12 rows or more)
+MIN_ROWS = 16  # rows a shrunken batch keeps (one-thread CPU matrix products agree bit for bit from 4 rows on)
 
 # Generation settings that make `generate` add a logits processor this loop does not apply, with the value
 # at which they add none.
@@ -80,14 +85,49 @@ def _stop_criteria(tokenizer, stop: Sequence[str]):
     return lambda ids: criteria(ids, None)
 
 
+def _cache(model, room: int):
+    """A dynamic KV cache whose layers write into room made once for `room` positions, where the model's are
+    plain `DynamicLayer`s (elsewhere, as they are): `DynamicLayer` concatenates at every step, copying the
+    whole cache, which was 60% of a decoding step on the built-in model."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class Growing(DynamicLayer):
+        def __init__(self):
+            super().__init__()
+            self.length = 0
+
+        def lazy_initialization(self, key_states, value_states):
+            super().lazy_initialization(key_states, value_states)
+            self.room_k = key_states.new_empty((*key_states.shape[:2], room, key_states.shape[3]))
+            self.room_v = value_states.new_empty((*value_states.shape[:2], room, value_states.shape[3]))
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            self.room_k[..., self.length:end, :] = key_states
+            self.room_v[..., self.length:end, :] = value_states
+            self.length = end
+            self.keys, self.values = self.room_k[..., :end, :], self.room_v[..., :end, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices):
+            self.room_k, self.room_v = self.room_k[indices], self.room_v[indices]
+            self.keys, self.values = self.room_k[..., :self.length, :], self.room_v[..., :self.length, :]
+
+    cache = DynamicCache(config=model.config)
+    if all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [Growing() for _ in cache.layers]
+    return cache
+
+
 @torch.no_grad()
 def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, k: int, temperature: float,
            top_p: float, max_new_tokens: int, stop: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(new tokens, entropies), as `generate` returns them: (batch·k, steps) token ids, padded after each
     row's end, and (steps, batch·k) entropies of the processed next-token distributions (0 where a row
     had left the batch, a step its record does not count)."""
-    from transformers import DynamicCache
-
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     sample = temperature > 0
     warpers, stopped = _warpers(temperature, top_p), _stop_criteria(tokenizer, stop)
@@ -95,7 +135,7 @@ def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
     mask = attention_mask.repeat_interleave(k, dim=0)
     size, device = ids.shape[0], ids.device
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = DynamicCache(config=model.config)
+    cache = _cache(model, ids.shape[1] + max_new_tokens)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                 logits_to_keep=1)
     new = torch.full((size, max_new_tokens), pad, dtype=ids.dtype, device=device)
