@@ -97,3 +97,27 @@ def test_a_peak_reset_that_proc_ignores_falls_back_to_sampling(monkeypatch):
     assert stage_memory._reset_high_water_mark() is False
     figures["VmHWM"] = figures["VmRSS"] + MIB
     assert stage_memory._reset_high_water_mark() is True
+
+
+def test_a_command_freezes_what_outlives_its_first_stage_and_hands_it_back():
+    """Within long_lived_frozen the first stage's exit freezes the survivors (later collections skip them);
+    garbage made after that is still collected; on leaving, nothing stays frozen."""
+    from imm.stage_memory import long_lived_frozen
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+    assert gc.get_freeze_count() == 0
+    with long_lived_frozen():
+        with StageMemory():
+            pass
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with StageMemory():
+            made = Cycle()
+            ref = __import__("weakref").ref(made)
+            del made
+        assert ref() is None  # a cycle made after the freeze is collected at its stage's exit
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0

@@ -17,6 +17,7 @@ from imm.errors import UserError
 
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 from imm.outputs import write_error
+from imm.stage_memory import long_lived_frozen
 
 # name -> (module with configure(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     module.configure(parser)
     args = parser.parse_args(argv[1:])
     try:
-        return int(module.main(args) or 0)
+        with long_lived_frozen():
+            return int(module.main(args) or 0)
     except UserError as err:
         print(f"imm {argv[0]}: error: {err}", file=sys.stderr)
         return 2
