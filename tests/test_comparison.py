@@ -75,6 +75,11 @@ def test_the_operators_table_carries_the_hand_derived_numbers(tmp_path):
     assert plain[6].startswith("-50.0 [") and plain[7].startswith("-75.0 [") and imm[4] == "-"
     detail = [line for line in text.splitlines() if line.startswith("| soft | ")][1]
     assert detail.startswith("| soft | 0.0 / 25.0 | 25.0 / 0.0 | 75.0 | 1.25 |") and detail.endswith("| -1.00; 3.3 |")
+    # each merging arm's summary line against self_improve is its own: vocab soft [1,1,0,0] − F_1 [0,0,1,0] = +25.0,
+    # imm [1,1,1,1] − F_1 = +75.0
+    line = lambda arm: next(x for x in text.splitlines() if x.startswith(f"- **{arm} vs self_improve** at t = 1"))  # noqa: E731
+    assert "arith_vocab" in line("soft") and "+25.0 pts" in line("soft").split("arith_vocab")[1]
+    assert "+75.0 pts" in line("imm").split("arith_vocab")[1]
 
 
 SMALL = ("iterations=1", "model.threads=1", "eval.limit=6", "eval.diversity_questions=4", "data.train_questions=24")

@@ -52,7 +52,7 @@ def summary_section(runs: list[Run]) -> Section:
         section.bullets.append(f"**{arm}** after {t} iteration{'s' * (t > 1)}, against θ0: " + "; ".join(parts) + ".")
     for plain, merged in compare.merge_pairs(runs):
         t = min(compare.last(runs, plain), compare.last(runs, merged))
-        found = {d.task: d for d in compare.arm_differences(runs) if d.a == (plain, t)}
+        found = {d.task: d for d in compare.arm_differences(runs) if d.a == (plain, t) and d.b == (merged, t)}
         parts = [claim(found[name], name) for name in headline_tasks(runs) if name in found]
         section.bullets.append(f"**{merged} vs {plain}** at t = {t}: " + "; ".join(parts) + ".")
     section.bullets += collapse_words(runs) + layer_words(runs)
