@@ -30,7 +30,7 @@ from imm.models import BUILTIN_DIR
 # part -> the (file suffix, function name) pairs whose cumulative time it is
 PARTS = {
     "model forward": [("models/llama/modeling_llama.py", "forward")],
-    "  of which KV cache concatenation": [("transformers/cache_utils.py", "update")],
+    "  of which KV cache updates": [("transformers/cache_utils.py", "update"), ("imm/engines/decode.py", "update")],
     "  of which attention (SDPA)": [("integrations/sdpa_attention.py", "sdpa_attention_forward")],
     "choosing tokens (logits processors, sampling)": [("generation/logits_process.py", "__call__"),
                                                       ("~", "<built-in method torch.multinomial>"),
@@ -38,7 +38,7 @@ PARTS = {
     "stop strings": [("generation/stopping_criteria.py", "__call__")],
     "tokenising prompts": [("tokenization_utils_base.py", "__call__")],
     "decoding answers": [("tokenization_utils_base.py", "decode")],
-    "entropy figures": [("imm/engines/hf.py", "_entropies")],
+    "entropy figures": [("imm/engines/decode.py", "step_entropy")],
     "checking answers": [("imm/tasks/base.py", "check_many")],
 }
 

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from imm.errors import UserError
-
-INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 from imm.outputs import write_error
 from imm.stage_memory import long_lived_frozen
+
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 # name -> (module with configure(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

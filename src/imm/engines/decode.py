@@ -64,6 +64,13 @@ def supports(model, settings: dict) -> bool:
     return all(settings.get(name) in neutral for name, neutral in _NO_PROCESSOR.items())
 
 
+def step_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """Entropy of each row's processed next-token distribution (−inf where a warper removed a token): the
+    figure both ways of decoding record, so they cannot drift apart."""
+    logp = torch.log_softmax(scores.float(), dim=-1)
+    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+
+
 def _warpers(temperature: float, top_p: float):
     """What `generate` applies to the logits when sampling with these settings (greedy: nothing)."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
@@ -147,8 +154,7 @@ def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
     for step in range(max_new_tokens):
         logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
         scores = warpers(ids, logits)
-        logp = torch.log_softmax(scores, dim=-1)
-        entropy[step, rows[live]] = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)[live]
+        entropy[step, rows[live]] = step_entropy(scores)[live]
         if sample:
             probs = torch.zeros((size, scores.shape[1]), dtype=scores.dtype, device=device)
             probs[:, pad] = 1.0  # rows that left: a fixed token; the draw still spends their random numbers

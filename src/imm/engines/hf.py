@@ -26,11 +26,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 def _entropies(scores: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Per-step entropy of the (processed) next-token distribution: (steps, batch)."""
-    out = []
-    for step in scores:  # (batch, vocab), -inf where top-p removed a token
-        logp = torch.log_softmax(step.float(), dim=-1)
-        out.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
-    return torch.stack(out)
+    return torch.stack([decode.step_entropy(step) for step in scores])
 
 
 def generation_settings(tokenizer, *, k: int, temperature: float, top_p: float, max_new_tokens: int,
