@@ -4,9 +4,9 @@
 
 Runs the default run's evaluation of θ0 (six tasks, greedy, and K samples of the diversity questions)
 with one generation process, and splits its time: the model's forward pass (and within it the KV
-cache's growth by concatenation and attention), choosing tokens (logits processing, sampling), stop
+cache's updates and attention), choosing tokens (logits processing, sampling), stop
 strings, tokenising prompts, decoding answers, the entropy figures, checking answers, and the rest
-(Python and `generate` overhead). It also counts the positions computed for rows that had already
+(Python, decoding-loop and `generate` overhead). It also counts the positions computed for rows that had already
 finished (a batch runs until its longest answer ends) and for left padding.
 """
 
@@ -76,7 +76,7 @@ def main() -> None:
         seconds = cumulative(stats, targets)
         counted += 0 if part.startswith("  ") else seconds
         table.append(f"| {part} | {seconds:.1f} | {seconds / wall:.0%} |")
-    table.append(f"| rest (Python, `generate` overhead, loading) | {wall - counted:.1f} | {(wall - counted) / wall:.0%} |")
+    table.append(f"| rest (Python, decoding-loop and `generate` overhead, loading) | {wall - counted:.1f} | {(wall - counted) / wall:.0%} |")
     table.append(f"| **one evaluation (wall)** | **{wall:.1f}** | |")
     tokens = [r["num_tokens"] for r in rows]
     note = (f"{len(rows)} greedy answers, {sum(tokens) / len(tokens):.1f} tokens on average, longest {max(tokens)}; "
