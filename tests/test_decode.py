@@ -1,7 +1,7 @@
 """The hf engine's own decoding loop (imm.engines.decode) returns `model.generate`'s records: with one torch
 thread (as the CPU generation workers run) exactly the same tokens, counts and entropy figures, greedy and
 sampled (the same random draws), with rows ending by end token, stop string or length, while rows that
-ended leave the batch; with several threads the same texts and counts, entropies within 1e-6."""
+ended leave the batch and the k rows of a prompt share one prompt pass; with several threads the same texts and counts, entropies within 1e-6."""
 
 import math
 
@@ -92,6 +92,23 @@ def test_rows_leave_the_batch_and_a_shrunken_batch_keeps_min_rows(builtin):
     finally:
         hook.remove()
     assert sizes[0] == 72 and min(sizes) == decode.MIN_ROWS and sizes == sorted(sizes, reverse=True)
+
+
+def test_the_k_rows_of_a_prompt_share_one_prompt_pass(builtin):
+    """With k samples per prompt the prompt pass runs on each prompt once (its cache and logits are then
+    repeated k times); the steps after it run on all k rows of every prompt."""
+    model, tokenizer = builtin
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda _, args, kw: sizes.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    prompts = _prompts(8)
+    try:
+        _generate_batch(model, tokenizer, prompts, k=4, temperature=0.8, top_p=1.0, max_new_tokens=16, stop=(),
+                        seed=0)
+    finally:
+        hook.remove()
+    assert sizes[0][0] == len(prompts) and sizes[0][1] > 1
+    assert sizes[1] == (4 * len(prompts), 1)
 
 
 def test_settings_that_add_a_logits_processor_go_through_generate(builtin):

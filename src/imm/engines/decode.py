@@ -6,11 +6,14 @@ gives each step the model inputs `generate` gives it (left padding, positions fr
 a dynamic KV cache, logits of the last position only), processes the logits with the same warpers,
 draws with the same `torch.multinomial` call, ends rows by the same criteria (end token, stop string,
 length) and forces the end-of-row padding `generate` forces, so the tokens and figures it returns are
-`generate`'s. What differs: a row whose record is complete leaves the batch (with its KV cache) once
-an eighth of the batch has, and a shrunken batch keeps at least `MIN_ROWS` rows, since a CPU's
-matrix kernels round differently for a few rows than for many; the KV cache is written into room made
-once instead of being concatenated at every step. The draw is made over the whole batch (rows that
-left get a fixed token), so each row's sample takes the random numbers it takes in `generate`.
+`generate`'s. What differs: the prompt pass runs once per prompt rather than once per sample (its KV
+cache and logits are then repeated k times; computing each prompt k times was a third of a K = 4
+batch's time on the built-in model); a row whose record is complete leaves the batch (with its KV
+cache) once an eighth of the batch has, and a shrunken batch keeps at least `MIN_ROWS` rows, since a
+CPU's matrix kernels round differently for a few rows than for many; the KV cache is written into
+room made once instead of being concatenated at every step. The draw is made over the whole batch
+(rows that left get a fixed token), so each row's sample takes the random numbers it takes in
+`generate`.
 
 `tests/test_decode.py` checks that records equal `generate`'s bit for bit with one torch thread per
 process (the CPU default: one-thread generation workers). With several threads a matrix product may
@@ -119,6 +122,10 @@ def _cache(model, room: int):
             self.keys, self.values = self.room_k[..., :end, :], self.room_v[..., :end, :]
             return self.keys, self.values
 
+        def batch_repeat_interleave(self, repeats):
+            self.room_k, self.room_v = (r.repeat_interleave(repeats, dim=0) for r in (self.room_k, self.room_v))
+            self.keys, self.values = self.room_k[..., :self.length, :], self.room_v[..., :self.length, :]
+
         def batch_select_indices(self, indices):
             self.room_k, self.room_v = self.room_k[indices], self.room_v[indices]
             self.keys, self.values = self.room_k[..., :self.length, :], self.room_v[..., :self.length, :]
@@ -138,13 +145,18 @@ def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     sample = temperature > 0
     warpers, stopped = _warpers(temperature, top_p), _stop_criteria(tokenizer, stop)
-    ids = input_ids.repeat_interleave(k, dim=0)  # as generate expands num_return_sequences
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    cache = _cache(model, input_ids.shape[1] + max_new_tokens)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
+                use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1]
+    if k > 1:  # a prompt's k rows share its prompt pass: computed once, then repeated as generate expands them
+        cache.batch_repeat_interleave(k)
+        logits = logits.repeat_interleave(k, dim=0)
+    ids = input_ids.repeat_interleave(k, dim=0)
     mask = attention_mask.repeat_interleave(k, dim=0)
+    positions = positions.repeat_interleave(k, dim=0)
     size, device = ids.shape[0], ids.device
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = _cache(model, ids.shape[1] + max_new_tokens)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                logits_to_keep=1)
     new = torch.full((size, max_new_tokens), pad, dtype=ids.dtype, device=device)
     entropy = torch.zeros((max_new_tokens, size), dtype=torch.float32, device=device)
     rows = torch.arange(size, device=device)  # the batch row of each row still computed
@@ -152,8 +164,7 @@ def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
     unfinished = torch.ones(size, dtype=torch.bool, device=device)  # as generate's unfinished_sequences
     steps = 0
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
-        scores = warpers(ids, logits)
+        scores = warpers(ids, logits.to(copy=True, dtype=torch.float32))
         entropy[step, rows[live]] = step_entropy(scores)[live]
         if sample:
             probs = torch.zeros((size, scores.shape[1]), dtype=scores.dtype, device=device)
@@ -180,6 +191,6 @@ def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
             cache.batch_select_indices(keep)
             rows, live, unfinished = rows[keep], live[keep], unfinished[keep]
             ids, mask, positions, chosen = ids[keep], mask[keep], positions[keep], chosen[keep]
-        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions, cache=cache,
-                    use_cache=True, logits_to_keep=1)
+        logits = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions, cache=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1]
     return new[:, :steps], entropy[:steps]
