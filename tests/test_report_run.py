@@ -51,3 +51,32 @@ def test_a_seed_listed_twice_is_refused_before_any_run(tmp_path, capsys):
     assert main(["run", "--config", "smoke", f"out_dir={tmp_path}", "seeds=[1,1]"]) == 2
     assert "seeds lists a seed twice" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_run_refreshes_its_summary_each_iteration_and_its_report_at_most_once_a_minute(tmp_path, monkeypatch):
+    """Iterations end at 0, 30, 61 and 90 s, then the run ends at 95 s: the page is drawn at 0 s, not at 30 s
+    (30 s after the last), at 61 s, not at 90 s (29 s after), and at the end whatever the time."""
+    from imm.report import cli as report_cli
+
+    pages, now = [], [0.0]
+    monkeypatch.setattr(report_cli, "refresh", lambda run_dir, page: pages.append((run_dir, page)))
+    monkeypatch.setattr(report_cli.time, "monotonic", lambda: now[0])
+    refresher = report_cli.Refresher(tmp_path, every=60.0)
+    for now[0] in (0.0, 30.0, 61.0, 90.0):
+        refresher()
+    now[0] = 95.0
+    refresher(final=True)
+    assert pages == [(tmp_path, True), (tmp_path, False), (tmp_path, True), (tmp_path, False), (tmp_path, True)]
+
+
+def test_a_mid_run_refresh_without_the_page_writes_the_summary_only(tmp_path):
+    run = make_run(tmp_path / "run")
+    from imm.layout import RunLayout
+    from imm.report.cli import refresh
+
+    layout = RunLayout(run)
+    layout.summary.unlink(missing_ok=True)
+    refresh(run, page=False)
+    assert layout.summary.is_file() and not (layout.report / "index.html").exists()
+    refresh(run, page=True)
+    assert (layout.report / "index.html").is_file()

@@ -61,7 +61,7 @@ class Stages:
     merge: Callable[[str, Path, list[Path], int, Path], str]  # (arm, θ0, [F_t, ...], seed, θ_t)
     evaluate: Callable[[Path, int, Path], str]  # (model, seed, eval/<model>.json)
     analyse: Callable[[str, int], str]  # (arm, t): tables into the iteration's analysis/
-    report: Callable[[], None] = lambda: None  # refresh summary.csv and report/ (after every iteration)
+    report: Callable[..., None] = lambda final=False: None  # refresh summary.csv and report/ (report.Refresher)
 
 
 def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
@@ -100,7 +100,7 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
         evaluate=lambda model, seed, out: evaluate_on_run_tasks(
             model, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out),
         analyse=analyse,
-        report=lambda: report.refresh(layout.root),
+        report=report.Refresher(layout.root),
     )
 
 
@@ -191,7 +191,7 @@ def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: P
                  shared="evaluate" if model == FINETUNED else None)
         if cfg.analysis.enabled:
             step("analyse", lambda: stages.analyse(a, t), layout.analysis(a, t))
-        stages.report()  # a long run can be watched: its summary and report after every iteration
+        stages.report()  # a long run can be watched: its summary after every iteration, its report once a minute
         generator = layout.model(a, t, MERGED if arm.merges and arm.next_generator is NextGenerator.THETA else FINETUNED)
 
 
@@ -224,7 +224,7 @@ def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages
         run_arm(cfg, layout, arm, stages, base, teacher)
     rows = report.write_summary(cfg)
     print(report.format_table(rows, cfg))
-    stages.report()
+    stages.report(final=True)
     print(f"run folder: {cfg.run_dir}  ({time.perf_counter() - started:.0f}s)")
     return cfg.run_dir
 

@@ -145,6 +145,9 @@ def _run_batches(job: _Job, workers: int) -> Iterator[tuple[int, list[Completion
     if workers <= 1 or job.model.device.type != "cpu":  # a CUDA context does not survive fork
         yield from (job.batch(b) for b in range(len(job.batches)))
         return
+    # The costliest batches first (rows × longest prompt), so the workers end together: the last batch of
+    # prompts sorted by length is often a few prompts, and one worker would wait for the other's long batch.
+    order = sorted(range(len(job.batches)), key=lambda b: -len(job.batches[b]) * max(map(len, job.batches[b])))
     import multiprocessing
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its thread pool does not survive fork either
@@ -152,7 +155,7 @@ def _run_batches(job: _Job, workers: int) -> Iterator[tuple[int, list[Completion
     _FORKED_JOB = job
     try:
         with multiprocessing.get_context("fork").Pool(workers, _forked_worker, (threads,)) as pool:
-            yield from pool.imap_unordered(_forked_batch, range(len(job.batches)))
+            yield from pool.imap_unordered(_forked_batch, order)
     finally:
         _FORKED_JOB = None
 

@@ -4,7 +4,8 @@
 
 One run's report goes to RUN_DIR/report/ unless --out says otherwise; several runs need --out. The
 folder holds index.html and the figures beside it; it opens from disk, without a server or network.
-`imm run` refreshes its run's report after every iteration (`refresh`).
+`imm run` refreshes its run's summary after every iteration and its report at most once a minute
+(`Refresher`).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def write_runs(run_dirs: list[Path], out: Path) -> Path:
     return out / INDEX
 
 
-def refresh(run_dir: Path) -> None:
-    """Re-write a run's summary and report mid-run; a failure is reported in one line and the run goes on."""
+def refresh(run_dir: Path, *, page: bool = True) -> None:
+    """Re-write a run's summary (and its report page with the figures, where `page`) mid-run; a failure is
+    reported in one line and the run goes on."""
     from imm.report.runs import load_run
     from imm.report.summary import write_summary
 
@@ -79,8 +81,25 @@ def refresh(run_dir: Path) -> None:
     try:
         run = load_run(run_dir)
         write_summary(run.cfg)
-        write([run], RunLayout(run.root).report, overwrite=True)
+        if page:
+            write([run], RunLayout(run.root).report, overwrite=True)
     except Exception as err:  # noqa: BLE001  a report must never stop a long run
         print(f"report not refreshed ({type(err).__name__}: {err})", flush=True)
         return
-    print(f"report refreshed: {RunLayout(run.root).report / INDEX} ({time.perf_counter() - started:.1f}s)", flush=True)
+    if page:
+        print(f"report refreshed: {RunLayout(run.root).report / INDEX} ({time.perf_counter() - started:.1f}s)",
+              flush=True)
+
+
+class Refresher:
+    """`imm run`'s refresh after every iteration: summary.csv each time, the report page (figures drawn
+    anew, about 2.5 s on the built-in default) at most once per `every` seconds, and always at the end."""
+
+    def __init__(self, run_dir: Path, every: float = 60.0):
+        self.run_dir, self.every, self.last = run_dir, every, None
+
+    def __call__(self, final: bool = False) -> None:
+        page = final or self.last is None or time.monotonic() - self.last >= self.every
+        refresh(self.run_dir, page=page)
+        if page:
+            self.last = time.monotonic()
