@@ -35,6 +35,7 @@ from typing import Sequence
 import torch
 
 MIN_ROWS = 16  # rows a shrunken batch keeps (one-thread CPU matrix products agree bit for bit from 4 rows on)
+LEAVE_EVERY = 8  # ended rows leave together once they are 1/LEAVE_EVERY of the batch (each move copies the KV cache)
 
 # Generation settings that make `generate` add a logits processor this loop does not apply, with the value
 # at which they add none.
@@ -126,9 +127,14 @@ def _cache(model, room: int):
             self.room_k, self.room_v = (r.repeat_interleave(repeats, dim=0) for r in (self.room_k, self.room_v))
             self.keys, self.values = self.room_k[..., :self.length, :], self.room_v[..., :self.length, :]
 
-        def batch_select_indices(self, indices):
-            self.room_k, self.room_v = self.room_k[indices], self.room_v[indices]
+        def batch_select_indices(self, indices):  # the kept rows' written positions move into new room
+            self.room_k, self.room_v = (self._select(r, indices) for r in (self.room_k, self.room_v))
             self.keys, self.values = self.room_k[..., :self.length, :], self.room_v[..., :self.length, :]
+
+        def _select(self, room, indices):
+            kept = room.new_empty((len(indices), *room.shape[1:]))
+            torch.index_select(room[..., :self.length, :], 0, indices, out=kept[..., :self.length, :])
+            return kept
 
     cache = DynamicCache(config=model.config)
     if all(type(layer) is DynamicLayer for layer in cache.layers):
@@ -184,7 +190,7 @@ def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
             break
         live &= (chosen != eos) & (chosen != pad)  # a record ends at its end token or forced padding
         done = ~live & ~unfinished  # nothing of it is needed any more, not even to keep the loop going
-        if done.any() and int(done.sum()) * 8 >= len(rows) and len(rows) > MIN_ROWS:
+        if done.any() and int(done.sum()) * LEAVE_EVERY >= len(rows) and len(rows) > MIN_ROWS:
             keep = (~done).nonzero().squeeze(1)
             if len(keep) < MIN_ROWS:  # fill up with rows that are done, in order
                 keep = torch.cat([keep, done.nonzero().squeeze(1)[:MIN_ROWS - len(keep)]]).sort().values
