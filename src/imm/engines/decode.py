@@ -34,7 +34,7 @@ from typing import Sequence
 
 import torch
 
-MIN_ROWS = 16  # rows a shrunken batch keeps (one-thread CPU matrix products agree bit for bit from 4 rows on)
+MIN_ROWS = 8  # rows a shrunken batch keeps (one-thread CPU matrix products agree bit for bit from 4 rows on)
 LEAVE_EVERY = 8  # ended rows leave together once they are 1/LEAVE_EVERY of the batch (each move copies the KV cache)
 
 # Generation settings that make `generate` add a logits processor this loop does not apply, with the value
