@@ -49,6 +49,23 @@ def test_forked_workers_generate_what_one_process_does(builtin, options):
         assert [c.text for g in other for c in g] != [c.text for g in two for c in g]
 
 
+def test_requests_in_one_queue_get_what_each_gets_alone(builtin):
+    """generate_many with two workers: a greedy request and a sampled one share one queue of batches, and
+    each request's completions equal its own generate call's, exactly (the workers and the test run one
+    torch thread each)."""
+    from imm.engines import Request
+    from imm.engines.hf import generate_many
+
+    model, tokenizer = builtin
+    greedy = Request(_prompts(), 1, 0.0, 1.0, 48, (), 5)
+    sampled = Request(_prompts(("arith",), n=10), 3, 1.0, 0.9, 48, (), 6)
+    together = generate_many(model, tokenizer, [greedy, sampled], batch_size=24, workers=2)
+    alone = [generate(model, tokenizer, r.prompts, k=r.k, temperature=r.temperature, top_p=r.top_p,
+                      max_new_tokens=48, stop=(), seed=r.seed, batch_size=24, workers=1) for r in (greedy, sampled)]
+    assert together == alone
+    assert len({c.text for g in together[1] for c in g}) > len(together[1])  # the samples really differ
+
+
 class Recording:
     """The real engine, counting the prompts each call asks for."""
 
@@ -60,6 +77,10 @@ class Recording:
         self.calls.append((len(prompts), options["k"]))
         return self.engine.generate(prompts, **options)
 
+    def generate_many(self, requests):
+        self.calls += [(len(r.prompts), r.k) for r in requests]
+        return self.engine.generate_many(requests)
+
 
 def test_one_greedy_call_for_all_tasks_equals_one_evaluation_per_task(builtin):
     model, tokenizer = builtin
@@ -68,7 +89,7 @@ def test_one_greedy_call_for_all_tasks_equals_one_evaluation_per_task(builtin):
     asked = [Asked(t, t.problems("test")[:20]) for t in tasks]
     asked.append(Asked(tasks[0], tasks[0].problems("test")[:8], k=2, temperature=1.0))  # its greedy prompts: asked above
     together = evaluate_many(engine, asked, max_new_tokens=48, seed=3)
-    assert engine.calls == [(60, 1), (8, 2)]  # 20 + 20 + 20 greedy prompts once, then the samples
+    assert engine.calls == [(60, 1), (8, 2)]  # 20 + 20 + 20 greedy prompts once, and the samples: one queue
     alone = [evaluate(engine.engine, a.task, a.problems, k=a.k, temperature=a.temperature, max_new_tokens=48, seed=3)
              for a in asked]
     for x, y in zip(together, alone):

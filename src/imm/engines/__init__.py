@@ -34,12 +34,34 @@ class Completion:
     mean_entropy: float  # mean entropy (nats) of the next-token distribution over those tokens (per engine)
 
 
+@dataclass(frozen=True)
+class Request:
+    """k completions of each prompt with one set of settings: what one `generate` call asks for."""
+
+    prompts: Sequence[str]
+    k: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: Sequence[str]
+    seed: int
+    desc: str | None = None
+
+    def options(self) -> dict:
+        return dict(k=self.k, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                    stop=self.stop, seed=self.seed, desc=self.desc)
+
+
 class Engine(Protocol):
     tokenizer: object  # the checkpoint's tokenizer: prompts are built with it (chat templates, worked examples)
 
     def generate(self, prompts: Sequence[str], *, k: int, temperature: float, top_p: float, max_new_tokens: int,
                  stop: Sequence[str], seed: int, desc: str | None = None) -> list[list[Completion]]:
         """k completions per prompt, in prompt order; temperature 0 is greedy decoding."""
+
+    def generate_many(self, requests: Sequence[Request]) -> list[list[list[Completion]]]:
+        """`generate` of each request, in request order, each exactly as its own call would return it (the
+        engine may interleave their work: the hf engine's workers take all their batches as one queue)."""
 
     def record(self, *, k: int, temperature: float, top_p: float, max_new_tokens: int,
                stop: Sequence[str]) -> dict:

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from imm.engines import Completion, decode
+from imm.engines import Completion, Request, decode
 from imm.tasks.base import STOP_STRINGS
 
 
@@ -91,29 +91,42 @@ def generate(
     Batches are fixed by the prompts alone (sorted by length, cut every `batch_size // k`) and batch b
     draws from seed·100003 + b, so `workers` > 1 (forked processes on a CPU, each running whole
     batches) changes only who computes a batch, never what it holds or draws."""
+    request = Request(prompts, k, temperature, top_p, max_new_tokens, tuple(stop), seed, desc)
+    return generate_many(model, tokenizer, [request], batch_size=batch_size, workers=workers)[0]
+
+
+def generate_many(model, tokenizer, requests: Sequence[Request], *, batch_size: int = 64,
+                  workers: int = 1) -> list[list[list[Completion]]]:
+    """`generate` of every request, their batches in one queue (one pool of workers, the costliest batches
+    first): each request's batches and draws are the ones its own `generate` call makes."""
     tokenizer.padding_side = "left"
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    per_batch = max(1, batch_size // k)
-    batches = [order[start:start + per_batch] for start in range(0, len(order), per_batch)]
-    job = _Job(model, tokenizer, [[prompts[i] for i in idx] for idx in batches], k, temperature, top_p,
-               max_new_tokens, tuple(stop), seed)
-    results: list[list[Completion]] = [[] for _ in prompts]
-    bar = tqdm(total=len(prompts), desc=desc, unit="q", disable=desc is None, leave=False)
-    for b, flat in _run_batches(job, workers):
-        for j, i in enumerate(batches[b]):
-            results[i] = flat[j * k:(j + 1) * k]
-        bar.update(len(batches[b]))
+    batches, owners = [], []  # owners[u]: (request, the prompts of batch u by index)
+    for r, request in enumerate(requests):
+        order = sorted(range(len(request.prompts)), key=lambda i: len(request.prompts[i]))
+        per_batch = max(1, batch_size // request.k)
+        for b, start in enumerate(range(0, len(order), per_batch)):
+            idx = order[start:start + per_batch]
+            batches.append(_Batch([request.prompts[i] for i in idx], request.k, request.temperature, request.top_p,
+                                  request.max_new_tokens, tuple(request.stop), request.seed * 100_003 + b))
+            owners.append((r, idx))
+    results: list[list[list[Completion]]] = [[[] for _ in request.prompts] for request in requests]
+    descs = [request.desc for request in requests if request.desc is not None]
+    bar = tqdm(total=sum(len(request.prompts) for request in requests), desc=", ".join(descs), unit="q",
+               disable=not descs, leave=False)
+    for u, flat in _run_batches(_Job(model, tokenizer, batches), workers):
+        (r, idx), k = owners[u], batches[u].k
+        for j, i in enumerate(idx):
+            results[r][i] = flat[j * k:(j + 1) * k]
+        bar.update(len(idx))
     bar.close()
     return results
 
 
 @dataclass(frozen=True)
-class _Job:
-    """One `generate` call: its batches of prompts and every setting they share."""
+class _Batch:
+    """One batch of prompts with its settings and its own seed."""
 
-    model: object
-    tokenizer: object
-    batches: list[list[str]]
+    prompts: list[str]
     k: int
     temperature: float
     top_p: float
@@ -121,9 +134,22 @@ class _Job:
     stop: tuple[str, ...]
     seed: int
 
-    def batch(self, b: int) -> tuple[int, list[Completion]]:
-        return b, _generate_batch(self.model, self.tokenizer, self.batches[b], self.k, self.temperature, self.top_p,
-                                  self.max_new_tokens, self.stop, self.seed * 100_003 + b)
+    def cost(self) -> int:  # rows × longest prompt: what orders the queue
+        return self.k * len(self.prompts) * max(map(len, self.prompts))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """The batches of one or more `generate` calls on one model."""
+
+    model: object
+    tokenizer: object
+    batches: list[_Batch]
+
+    def batch(self, u: int) -> tuple[int, list[Completion]]:
+        b = self.batches[u]
+        return u, _generate_batch(self.model, self.tokenizer, b.prompts, b.k, b.temperature, b.top_p,
+                                  b.max_new_tokens, b.stop, b.seed)
 
 
 _FORKED_JOB: _Job | None = None  # the job a forked worker inherits from its parent
@@ -133,21 +159,21 @@ def _forked_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _forked_batch(b: int) -> tuple[int, list[Completion]]:
-    return _FORKED_JOB.batch(b)
+def _forked_batch(u: int) -> tuple[int, list[Completion]]:
+    return _FORKED_JOB.batch(u)
 
 
 def _run_batches(job: _Job, workers: int) -> Iterator[tuple[int, list[Completion]]]:
-    """(b, completions of batch b) for every batch, in this process or in `workers` forked ones.
+    """(u, completions of batch u) for every batch, in this process or in `workers` forked ones.
     Forked workers share the loaded model copy-on-write and split this process's torch threads."""
     global _FORKED_JOB
     workers = min(workers, len(job.batches))
     if workers <= 1 or job.model.device.type != "cpu":  # a CUDA context does not survive fork
-        yield from (job.batch(b) for b in range(len(job.batches)))
+        yield from (job.batch(u) for u in range(len(job.batches)))
         return
-    # The costliest batches first (rows × longest prompt), so the workers end together: the last batch of
-    # prompts sorted by length is often a few prompts, and one worker would wait for the other's long batch.
-    order = sorted(range(len(job.batches)), key=lambda b: -len(job.batches[b]) * max(map(len, job.batches[b])))
+    # The costliest batches first, so the workers end together: the last batch of prompts sorted by length
+    # is often a few prompts, and one worker would wait for the other's long batch.
+    order = sorted(range(len(job.batches)), key=lambda u: -job.batches[u].cost())
     import multiprocessing
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its thread pool does not survive fork either
@@ -179,6 +205,9 @@ class HFEngine:
         return generate(self.model, self.tokenizer, prompts, k=k, temperature=temperature, top_p=top_p,
                         max_new_tokens=max_new_tokens, batch_size=self.batch_size, stop=stop, seed=seed, desc=desc,
                         workers=self.workers)
+
+    def generate_many(self, requests: Sequence[Request]) -> list[list[list[Completion]]]:
+        return generate_many(self.model, self.tokenizer, requests, batch_size=self.batch_size, workers=self.workers)
 
     def record(self, *, k: int, temperature: float, top_p: float, max_new_tokens: int, stop: Sequence[str]) -> dict:
         settings = generation_settings(self.tokenizer, k=k, temperature=temperature, top_p=top_p,

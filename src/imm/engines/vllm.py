@@ -41,7 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from imm.engines import Completion
+from imm.engines import Completion, Request
 from imm.errors import UserError
 
 if TYPE_CHECKING:
@@ -261,6 +261,9 @@ class VLLMEngine:
         outputs = [out for child in busy for out in child.receive()["outputs"]]
         flat = [completion(self.tokenizer, out["ids"], out["entropy"], stop) for out in outputs]
         return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+    def generate_many(self, requests: Sequence[Request]) -> list[list[list[Completion]]]:
+        return [self.generate(r.prompts, **r.options()) for r in requests]
 
     def record(self, *, k: int, temperature: float, top_p: float, max_new_tokens: int, stop: Sequence[str]) -> dict:
         """Every sampling field the children set (they ignore the checkpoint's generation_config.json)."""

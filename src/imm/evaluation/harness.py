@@ -62,23 +62,32 @@ def evaluate_many(engine: "Engine", asked: Sequence[Asked], *, max_new_tokens: i
     """`evaluate` of several tasks, with the greedy answers of all of them drawn in one call (one set of
     length-sorted batches; a prompt asked twice is answered once) and each task's samples as `evaluate`
     draws them (seed `seed`). Greedy decoding depends on nothing but the prompt, so the results equal
-    per-task `evaluate` calls wherever a prompt's greedy answer does not depend on its batch mates."""
+    per-task `evaluate` calls wherever a prompt's greedy answer does not depend on its batch mates. The
+    greedy and the sampled requests go to the engine together (`generate_many`), so its workers share one
+    queue of batches."""
+    from imm.engines import Request
     from imm.prompts import Prompter
 
     prompters = [a.prompter or Prompter(a.task) for a in asked]
     prompts = [[ask(p) for p in a.problems] for a, ask in zip(asked, prompters)]
-    greedy: dict[tuple[str, tuple[str, ...]], CompletionLike] = {}
-    for stop in dict.fromkeys(tuple(ask.stop) for ask in prompters):  # one call per set of stop strings
+    requests, greedy_todo = [], []
+    for stop in dict.fromkeys(tuple(ask.stop) for ask in prompters):  # one greedy request per set of stop strings
         todo = list(dict.fromkeys(p for ps, ask in zip(prompts, prompters) if tuple(ask.stop) == stop for p in ps))
-        done = engine.generate(todo, k=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, stop=stop,
-                               seed=seed, desc=f"greedy ({len(todo)} prompts)")
-        greedy |= {(p, stop): group[0] for p, group in zip(todo, done)}
-    results = []
-    for a, ask, ps in zip(asked, prompters, prompts):
-        sampled = None
+        requests.append(Request(todo, 1, 0.0, 1.0, max_new_tokens, stop, seed, f"greedy ({len(todo)} prompts)"))
+        greedy_todo.append((stop, todo))
+    sampled_of = {}  # asked index -> its request
+    for n, (a, ask, ps) in enumerate(zip(asked, prompters, prompts)):
         if a.k > 0:
-            sampled = engine.generate(ps, k=a.k, temperature=a.temperature, top_p=a.top_p, max_new_tokens=max_new_tokens,
-                                      stop=ask.stop, seed=seed, desc=f"{a.task.name} k={a.k}")
+            sampled_of[n] = len(requests)
+            requests.append(Request(ps, a.k, a.temperature, a.top_p, max_new_tokens, tuple(ask.stop), seed,
+                                    f"{a.task.name} k={a.k}"))
+    done = engine.generate_many(requests)  # every greedy answer and every sample in one queue
+    greedy: dict[tuple[str, tuple[str, ...]], CompletionLike] = {}
+    for (stop, todo), groups in zip(greedy_todo, done):
+        greedy |= {(p, stop): group[0] for p, group in zip(todo, groups)}
+    results = []
+    for n, (a, ask, ps) in enumerate(zip(asked, prompters, prompts)):
+        sampled = done[sampled_of[n]] if n in sampled_of else None
         results.append(score_completions(a.task, a.problems, ps, [greedy[p, tuple(ask.stop)] for p in ps], sampled))
     return results
 
