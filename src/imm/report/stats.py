@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -86,12 +87,20 @@ def permutation_p(x: Sequence[float], y: Sequence[float], *, resamples: int = RE
     rx, ry = rx - rx.mean(), ry - ry.mean()
     n = len(rx)
     if n <= EXACT_PERMUTATIONS_UP_TO:
-        orders = np.array(list(itertools.permutations(range(n))))  # (n!, n)
+        orders = _all_orders(n)  # (n!, n)
     else:
         rng = np.random.default_rng(seed)
         orders = np.argsort(rng.random((resamples, n)), axis=1)
     rho = ry[orders] @ rx / math.sqrt(float(rx @ rx) * float(ry @ ry))  # (permutations,)
     return float(np.mean(np.abs(rho) >= abs(observed) - 1e-12))
+
+
+@functools.lru_cache(maxsize=None)
+def _all_orders(n: int) -> np.ndarray:
+    """Every permutation of range(n), made once per n (a report tests dozens of ρ over the same layers)."""
+    orders = np.array(list(itertools.permutations(range(n))))
+    orders.flags.writeable = False
+    return orders
 
 
 def describe_interval(lo: float, hi: float, scale: float = 100.0) -> str:
