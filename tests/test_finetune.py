@@ -55,28 +55,6 @@ def test_uniform_logits_give_ln_vocab_per_labelled_token():
     assert float(loss.detach()) == pytest.approx(2 * math.log(50), rel=1e-5)
 
 
-def test_the_loss_without_an_attention_mask_is_the_masked_loss_to_the_bit(tok):
-    """Right-padded rows of different lengths: sum_loss (no mask, causal attention) gives the loss and every
-    gradient that the model given the padding mask gives, exactly."""
-    model = tiny_model(vocab=len(tok))
-    examples = [encode_example(tok, "Question: 12 + 30 = ?\nAnswer:", " 12 + 30 = 42. The answer is 42.", 512),
-                encode_example(tok, "Question: 2 + 3 = ?\nAnswer:", " 5.", 512),
-                encode_example(tok, "Q: 7?\nA:", " 7 + 0 = 7. The answer is 7.", 512)]
-    batch = collate(examples, pad_id=tok.pad_token_id)
-    assert (batch["attention_mask"] == 0).any()  # the rows are padded
-    ours, n = sum_loss(model, batch)
-    ours.backward()
-    ours_grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    targets = batch["labels"][:, 1:]
-    masked = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
-                                               reduction="sum")
-    masked.backward()
-    assert n == int((targets != IGNORE).sum()) and torch.equal(ours.detach(), masked.detach())
-    assert all(torch.equal(a, p.grad) for a, p in zip(ours_grads, model.parameters()))
-
-
 def test_schedule_warms_up_linearly_then_decays_by_cosine():
     """total 10, warm-up 2: steps 0, 1 -> 1/2, 2/2; step 2 starts the cosine at 1; step 6 is halfway
     through the 8 decay steps -> 0.5; step 10 -> 0."""

@@ -109,14 +109,8 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, chunk: int, rng: r
 
 
 def sum_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over labelled tokens, and their count.
-
-    The model gets no attention mask: `collate` pads on the right, so under causal attention no real token
-    sees a padded one, and padded positions carry no label, so nothing they compute reaches the loss or
-    its gradients (exact zeros). Without a mask, attention takes its causal path, which skips the key blocks
-    after each query block instead of computing and masking them; the loss and the gradients are the ones
-    the masked model gives, bit for bit on a CPU (tests/test_finetune.py)."""
-    logits = model(input_ids=batch["input_ids"]).logits  # (B, T, V)
+    """Summed next-token cross-entropy over labelled tokens, and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
     targets = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at position t
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
