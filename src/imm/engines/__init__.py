@@ -7,6 +7,9 @@ prompts and closes it, so the model lives only as long as the stage:
         groups = engine.generate(prompts, k=4, temperature=0.8, top_p=1.0, max_new_tokens=128,
                                  stop=ask.stop, seed=seed, desc="sample")
 
+`generate_many` takes several such requests at once (an evaluation's greedy answers and its samples), so
+the engine can interleave their work; each request gets what its own `generate` call would return.
+
 `sampling.backend` picks the engine: `hf` (Hugging Face `generate` in this process, `imm.engines.hf`)
 or `vllm` (vLLM in a child process, `imm.engines.vllm`). Both return the same `Completion` records;
 how each defines `mean_entropy` is documented with the engine.
