@@ -124,8 +124,8 @@ def _cache(model, room: int):
             return self.keys, self.values
 
         def batch_repeat_interleave(self, repeats):
-            self.room_k, self.room_v = (r.repeat_interleave(repeats, dim=0) for r in (self.room_k, self.room_v))
-            self.keys, self.values = self.room_k[..., :self.length, :], self.room_v[..., :self.length, :]
+            rows = torch.arange(self.room_k.shape[0], device=self.room_k.device)
+            self.batch_select_indices(rows.repeat_interleave(repeats))
 
         def batch_select_indices(self, indices):  # the kept rows' written positions move into new room
             self.room_k, self.room_v = (self._select(r, indices) for r in (self.room_k, self.room_v))
