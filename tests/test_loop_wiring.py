@@ -5,10 +5,12 @@ samples' writer, F_t its init, θ_t the two models it merged. Changing any arrow
 in a merging arm, sampling from G in a distillation arm, merging with θ_{t−1} instead of θ0, ...)
 changes a provenance below. What two arms share is computed once and linked."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from imm.config import from_dict, RunConfig
 from imm.layout import RunLayout
@@ -59,13 +61,13 @@ class Recorder:
         )
 
 
-def run(tmp_path, **settings):
+def run(tmp_path, side_by_side=False, **settings):
     base, teacher = checkpoint(tmp_path / "base"), checkpoint(tmp_path / "teacher")
     cfg = from_dict(RunConfig, {"out_dir": str(tmp_path / "runs"), "iterations": 3, "arms": ARMS,
                                 "model": {"base": str(base), "teacher": str(teacher)}, **settings})
     layout = RunLayout(cfg.run_dir)
     recorder = Recorder(layout, base.resolve(), teacher.resolve())
-    run_loop(cfg, stages=recorder.stages())
+    run_loop(cfg, stages=dataclasses.replace(recorder.stages(), side_by_side=side_by_side))
     return layout, recorder
 
 
@@ -94,6 +96,22 @@ def test_every_arrow_of_every_arm_and_iteration(tmp_path, arm):
     layout, _ = run(tmp_path)
     for t in (1, 2, 3):
         assert provenance(layout, arm, t) == expected(arm, t), (arm, t)
+
+
+def test_fine_tunes_trained_at_once_have_the_arrows_and_sharing_of_one_after_the_other(tmp_path):
+    """Side by side (forked processes), each iteration's F_t that need training train at once: at t = 1 the
+    generator arms' shared F_1 once beside the teacher arms' F_1; every arrow as before, F_1 still a link."""
+    layout, _ = run(tmp_path, side_by_side=True)
+    for arm in ARMS:
+        for t in (1, 2, 3):
+            assert provenance(layout, arm, t) == expected(arm, t), (arm, t)
+    timings = [json.loads(line) for line in layout.timings.read_text().splitlines()]
+    at_once = {(r["iteration"], r["arm"]): r["at_once"] for r in timings if r["stage"] == "finetune"}
+    lanes = min(4, torch.get_num_threads())  # as many at once as torch has threads
+    assert at_once == {(1, "self_improve"): min(2, lanes), (1, "distill"): min(2, lanes),
+                       **{(t, arm): lanes for t in (2, 3) for arm in ARMS}}
+    assert layout.finetuned("imm", 1).joinpath("model.json").stat().st_ino == \
+        layout.finetuned("self_improve", 1).joinpath("model.json").stat().st_ino
 
 
 def test_shared_work_is_computed_once(tmp_path):

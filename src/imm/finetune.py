@@ -63,6 +63,9 @@ class FinetuneConfig:
     # N processes take the same steps as one up to float rounding (tests/test_finetune_processes.py).
     processes: int = _run_option(1)
     accelerate_config: str = _run_option("")  # accelerate's own config file (DDP, FSDP, DeepSpeed); "" = DDP
+    # imm run on a CPU: an iteration's independent F_t (one per arm) train at once, a share of the threads each
+    # (imm.side_by_side; the same weights as one after the other). false: one after the other, all threads each.
+    side_by_side: bool = _run_option(True)
 
 
 @dataclass(frozen=True)

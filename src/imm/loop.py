@@ -11,17 +11,19 @@
         G   = θ_t
         evaluate F_t and θ_t; analyse their layers
 
-Each arm (imm.arms) says where S_t comes from and whether it merges. This module only orchestrates:
-the stages live in their pipeline modules and every path in `RunLayout`. Every stage writes its
-output atomically and is skipped when that output exists, so re-running the same command after an
-interruption continues where it stopped. What two arms compute alike (same inputs, same seeds) is
-computed once and linked.
+Each arm (imm.arms) says where S_t comes from and whether it merges. The arms go through the
+iterations together: every arm's S_t and D_t, then their F_t, which on a CPU train at once where they are
+independent (imm.side_by_side: the same weights, sooner), then every arm's θ_t, evaluations and analysis.
+This module only orchestrates: the stages live in their pipeline modules and every path in `RunLayout`.
+Every stage writes its output atomically and is skipped when that output exists, so re-running the same
+command after an interruption continues where it stopped. What two arms compute alike (same inputs, same
+seeds) is computed once and linked.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,6 +64,7 @@ class Stages:
     evaluate: Callable[[Path, int, Path], str]  # (model, seed, eval/<model>.json)
     analyse: Callable[[str, int], str]  # (arm, t): tables into the iteration's analysis/
     report: Callable[..., None] = lambda final=False: None  # refresh summary.csv and report/ (report.Refresher)
+    side_by_side: bool = False  # an iteration's independent fine-tunes train at once, in forked processes
 
 
 def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
@@ -101,7 +104,19 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
             model, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out),
         analyse=analyse,
         report=report.Refresher(layout.root),
+        side_by_side=trains_side_by_side(cfg),
     )
+
+
+def trains_side_by_side(cfg: RunConfig) -> bool:
+    """finetune.side_by_side, where it can be: on a CPU with several torch threads, one training process per F_t."""
+    import torch
+
+    from imm.models import pick_device
+
+    f = cfg.finetune
+    return (f.side_by_side and pick_device(cfg.model.device) == "cpu" and torch.get_num_threads() > 1
+            and f.processes == 1 and not f.accelerate_config)
 
 
 # --- one stage -------------------------------------------------------------------------------
@@ -114,6 +129,7 @@ class Step:
     layout: RunLayout
     arm: Arm | None  # None for the reference models of iteration 0
     t: int
+    at_once: int = 1  # stages running at the same time as this one, itself included (imm.side_by_side)
 
     def __call__(self, name: str, work: Callable[[], str], output: Path, shared: str | None = None) -> None:
         who = self.arm.name if self.arm else "reference"
@@ -121,7 +137,7 @@ class Step:
         if output.exists():
             print(f"{tag} done before, kept ({output.name})", flush=True)
             return
-        if shared and (other := self._computed_by_another_arm(shared)):
+        if shared and (other := self.computed_by_another_arm(shared)):
             for src, dst in zip(self.layout.stage_files(shared, other, self.t),
                                 self.layout.stage_files(shared, self.arm.name, self.t)):
                 link(src, dst)
@@ -137,9 +153,9 @@ class Step:
         print(f"{tag} {message} ({seconds:.1f}s)", flush=True)
         with open(self.layout.timings, "a") as f:
             f.write(json.dumps({"arm": who, "iteration": self.t, "stage": name,
-                                "seconds": round(seconds, 3), **memory.record()}) + "\n")
+                                "seconds": round(seconds, 3), "at_once": self.at_once, **memory.record()}) + "\n")
 
-    def _computed_by_another_arm(self, stage: str) -> str | None:
+    def computed_by_another_arm(self, stage: str) -> str | None:
         for other in self.cfg.arms:
             if other != self.arm.name and stage in shared_stages(self.arm, self.cfg.arm(other), self.t,
                                                                  self.cfg.finetune.init_from == "base"):
@@ -161,38 +177,130 @@ def link(src: Path, dst: Path) -> None:
 
 # --- the loop --------------------------------------------------------------------------------
 
-def run_arm(cfg: RunConfig, layout: RunLayout, arm: Arm, stages: Stages, base: Path, teacher: Path | None) -> None:
-    generator = base  # G
-    for t in range(1, cfg.iterations + 1):
-        a, seed, step = arm.name, functools.partial(stage_seed, cfg.seed, t), Step(cfg, layout, arm, t)
-        writer = teacher if arm.samples_from is Source.TEACHER else generator
-        step("sample", lambda: stages.sample(writer, seed("sample"), layout.samples(a, t)),
+@dataclass(frozen=True)
+class StageCall:
+    """One stage of one arm's iteration, as `Step` runs it."""
+
+    step: Step
+    name: str
+    work: Callable[[], str]
+    output: Path
+    shared: str | None = None
+
+    def __call__(self) -> None:
+        self.step(self.name, self.work, self.output, self.shared)
+
+    def pending(self) -> bool:
+        """Whether it needs computing: not done before, and not computed alike by another arm."""
+        return not self.output.exists() and not (self.shared and self.step.computed_by_another_arm(self.shared))
+
+    def alike(self, other: StageCall) -> bool:
+        """Whether `other` computes what this computes (the same stage, inputs and seeds in another arm)."""
+        return bool(self.shared) and self.shared == other.shared and other.step.arm.name != self.step.arm.name and \
+            self.shared in shared_stages(self.step.arm, other.step.arm, self.step.t,
+                                         self.step.cfg.finetune.init_from == "base")
+
+
+@dataclass(frozen=True)
+class ArmIteration:
+    """Iteration t of one arm, from its generator G, in the loop's three phases."""
+
+    cfg: RunConfig
+    layout: RunLayout
+    stages: Stages
+    arm: Arm
+    t: int
+    base: Path  # θ0
+    teacher: Path | None
+    generator: Path  # G
+
+    @property
+    def step(self) -> Step:
+        return Step(self.cfg, self.layout, self.arm, self.t)
+
+    def seed(self, stage: str) -> int:
+        return stage_seed(self.cfg.seed, self.t, stage)
+
+    def sample_and_verify(self) -> None:
+        a, t, layout, stages, step = self.arm.name, self.t, self.layout, self.stages, self.step
+        writer = self.teacher if self.arm.samples_from is Source.TEACHER else self.generator
+        step("sample", lambda: stages.sample(writer, self.seed("sample"), layout.samples(a, t)),
              layout.samples(a, t), shared="sample")  # S_t
         step("verify", lambda: stages.verify(layout.samples(a, t), layout.dataset_stats(a, t), layout.dataset(a, t)),
              layout.dataset(a, t), shared="verify")  # D_t
-        init = generator if cfg.finetune.init_from == "generator" else base
-        step("finetune", lambda: stages.finetune(init, layout.dataset(a, t), seed("finetune"), layout.finetune_stats(a, t),
-                                                 layout.finetuned(a, t)), layout.finetuned(a, t), shared="finetune")  # F_t
-        models = [FINETUNED] if arm.evaluates_finetuned or t == 1 else []
-        if arm.merges:
-            finetunes = [layout.finetuned(a, t)]
-            if fine_tunes(cfg.merge_block(a)) > 1:  # model_stock: a second F_t, same data and init, another seed
-                second, stats = layout.second_finetuned(a, t), layout.second_finetune_stats(a, t)
+
+    def finetunes(self) -> list[StageCall]:
+        """F_t, and model_stock's second F_t (same data and init, another seed)."""
+        a, t, layout, stages, step = self.arm.name, self.t, self.layout, self.stages, self.step
+        init = self.generator if self.cfg.finetune.init_from == "generator" else self.base
+        calls = [StageCall(step, "finetune", lambda: stages.finetune(init, layout.dataset(a, t), self.seed("finetune"),
+                                                                    layout.finetune_stats(a, t), layout.finetuned(a, t)),
+                           layout.finetuned(a, t), shared="finetune")]
+        if self.arm.merges and fine_tunes(self.cfg.merge_block(a)) > 1:
+            second, stats = layout.second_finetuned(a, t), layout.second_finetune_stats(a, t)
+
+            def train_second() -> str:
                 stats.parent.mkdir(parents=True, exist_ok=True)
-                step("finetune", lambda: stages.finetune(init, layout.dataset(a, t), seed("finetune-2"), stats, second),
-                     second)
-                finetunes.append(second)
-            step("merge", lambda: stages.merge(a, base, finetunes, seed("merge"), layout.merged(a, t)),
+                return stages.finetune(init, layout.dataset(a, t), self.seed("finetune-2"), stats, second)
+
+            calls.append(StageCall(step, "finetune", train_second, second))
+        return calls
+
+    def merge_evaluate_analyse(self) -> Path:
+        """θ_t (merging arms), the evaluations and the analysis; returns the next iteration's G."""
+        a, t, layout, stages, step = self.arm.name, self.t, self.layout, self.stages, self.step
+        models = [FINETUNED] if self.arm.evaluates_finetuned or t == 1 else []
+        if self.arm.merges:
+            finetunes = [call.output for call in self.finetunes()]
+            step("merge", lambda: stages.merge(a, self.base, finetunes, self.seed("merge"), layout.merged(a, t)),
                  layout.merged(a, t))  # θ_t
             models.append(MERGED)
         for model in models:
             out = layout.evaluation(a, t, model)
-            step("evaluate", lambda: stages.evaluate(layout.model(a, t, model), seed("eval"), out), out,
+            step("evaluate", lambda: stages.evaluate(layout.model(a, t, model), self.seed("eval"), out), out,
                  shared="evaluate" if model == FINETUNED else None)
-        if cfg.analysis.enabled:
+        if self.cfg.analysis.enabled:
             step("analyse", lambda: stages.analyse(a, t), layout.analysis(a, t))
+        theta = self.arm.merges and self.arm.next_generator is NextGenerator.THETA
+        return layout.model(a, t, MERGED if theta else FINETUNED)
+
+
+def run_arms(cfg: RunConfig, layout: RunLayout, arms: list[Arm], stages: Stages, base: Path,
+             teacher: Path | None) -> None:
+    """Every arm, iteration by iteration: each arm's S_t and D_t, then their F_t (trained at once where
+    `stages.side_by_side`), then each arm's θ_t, evaluations and analysis."""
+    generators = {arm.name: base for arm in arms}  # G of each arm; θ0 at t = 1
+    for t in range(1, cfg.iterations + 1):
+        iterations = [ArmIteration(cfg, layout, stages, arm, t, base, teacher, generators[arm.name]) for arm in arms]
+        for it in iterations:
+            it.sample_and_verify()
+        train(t, [call for it in iterations for call in it.finetunes()], stages.side_by_side)
+        for it in iterations:
+            generators[it.arm.name] = it.merge_evaluate_analyse()
         stages.report()  # a long run can be watched: its summary after every iteration, its report once a minute
-        generator = layout.model(a, t, MERGED if arm.merges and arm.next_generator is NextGenerator.THETA else FINETUNED)
+
+
+def train(t: int, calls: list[StageCall], side_by_side: bool) -> None:
+    """The fine-tunes of iteration t: where `side_by_side` and several need training, they train at once (one
+    forked process each, imm.side_by_side); the others are kept, or linked from the arm that trained them."""
+    import torch
+
+    trained: list[StageCall] = []
+    for call in calls:
+        if call.pending() and not any(call.alike(other) for other in trained):
+            trained.append(call)
+    lanes = min(len(trained), torch.get_num_threads()) if side_by_side else 1
+    if lanes < 2:
+        trained = []
+    else:
+        from imm.side_by_side import side_by_side as at_once
+
+        arms = ", ".join(dict.fromkeys(call.step.arm.name for call in trained))
+        print(f"[t={t}] {len(trained)} fine-tunes ({arms}), {lanes} at once, a share of the CPU threads each", flush=True)
+        at_once([dataclasses.replace(call, step=dataclasses.replace(call.step, at_once=lanes)) for call in trained])
+    for call in calls:
+        if not any(call is done for done in trained):
+            call()
 
 
 def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None) -> Path:
@@ -220,8 +328,7 @@ def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages
     for name, model in references.items():  # θ0 (and the teacher): iteration 0 of every arm
         out = layout.reference_evaluation(name)
         Step(cfg, layout, None, 0)("evaluate", lambda: stages.evaluate(model, stage_seed(cfg.seed, 0, "eval"), out), out)
-    for arm in arms:
-        run_arm(cfg, layout, arm, stages, base, teacher)
+    run_arms(cfg, layout, arms, stages, base, teacher)
     rows = report.write_summary(cfg)
     print(report.format_table(rows, cfg))
     stages.report(final=True)

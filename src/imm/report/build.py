@@ -283,7 +283,8 @@ def time_table(runs: list[Run]) -> Table:
               for w in who]
     rows.append((Cell("total"), *[Cell(fmt(t, 1.0, 0)) for t in totals]))
     return Table("Wall time per stage (s), summed over iterations", ("stage", *who), tuple(rows),
-                 "from timings.jsonl; a stage two arms share is timed where it ran")
+                 "from timings.jsonl; a stage two arms share is timed where it ran; fine-tunes trained at once "
+                 "(at_once) each count their own time")
 
 
 def version(package: str) -> str:
