@@ -5,9 +5,8 @@
 The shape is the built-in model's decoding step (4 heads of 32, 8 layers, one query per row), with the KV
 cache of `--length` positions. Each row times `scaled_dot_product_attention` once per layer over eight
 layers' caches (so they come from memory, not from the CPU's caches, as in a real step), in microseconds per
-layer: the decoding loop's layout (each row's keys in room made once for the prompt and 96 new tokens, the
-unused room between one head's keys and the next), the same keys packed without room, and room of a few
-positions. `equal` says whether the output equals the packed layout's bit for bit.
+layer: the keys packed without room, then with room of a few positions between one head's keys and the
+next (the decoding loop keeps at most 3), and room made once for the prompt and 96 new tokens. `equal` says whether the output equals the packed layout's bit for bit.
 """
 
 from __future__ import annotations
@@ -46,9 +45,10 @@ def main() -> None:
     q = torch.randn(rows, HEADS, 1, HEAD_DIM)
     mask = torch.ones(rows, 1, 1, length, dtype=torch.bool)
     mask[: rows // 2, ..., :3] = False  # left padding in half the rows
-    layouts = {"decoding loop's room (prompt + 96 positions)": length + 71,
-               "packed (no room)": length, "room of 2 positions": length + 2, "room of 4 positions": length + 4,
-               "room of 8 positions": length + 8, "room of 16 positions": length + 16}
+    layouts = {"packed (no room)": length, "room of 1 position": length + 1, "room of 2 positions": length + 2,
+               "room of 3 positions (the decoding loop's most)": length + 3, "room of 4 positions": length + 4,
+               "room of 8 positions": length + 8, "room of 16 positions": length + 16,
+               "room for the prompt and 96 new tokens (the loop's layout before)": length + 71}
     caches = {name: [(torch.randn(rows, HEADS, size, HEAD_DIM), torch.randn(rows, HEADS, size, HEAD_DIM))
                      for _ in range(LAYERS)] for name, size in layouts.items()}
     packed = caches["packed (no room)"]
@@ -63,7 +63,7 @@ def main() -> None:
         out = F.scaled_dot_product_attention(q, room[0][0][:, :, :length], room[0][1][:, :, :length], attn_mask=mask)
         table.append(f"| {name} | {us:,.0f} | {us / base:.2f} | {torch.equal(out, reference)} |")
     streamed = []
-    for k, v in caches["decoding loop's room (prompt + 96 positions)"]:
+    for k, v in caches["room for the prompt and 96 new tokens (the loop's layout before)"]:
         started = time.perf_counter()
         k[:, :, :length].sum(), v[:, :, :length].sum()
         streamed.append(time.perf_counter() - started)

@@ -111,6 +111,26 @@ def test_the_k_rows_of_a_prompt_share_one_prompt_pass(builtin):
     assert sizes[1] == (4 * len(prompts), 1)
 
 
+def test_the_kv_cache_keeps_at_most_slack_positions_of_room_and_every_written_one(builtin):
+    """Room of 3 positions ahead: a 5-position prompt gets room for 8; steps 6 to 8 write into it, step 9
+    moves the 8 written positions into room for 12; rows leaving keep room for 3 more. The keys are always
+    exactly what was written, in order."""
+    model, _ = builtin
+    layer = decode._cache(model).layers[0]
+    assert decode.SLACK == 3
+    written = torch.randn(4, 4, 12, 32)
+    rooms = []
+    layer.update(written[:, :, :5], written[:, :, :5] + 1)
+    rooms.append(layer.room_k.shape[2])
+    for end in range(6, 12):
+        keys, values = layer.update(written[:, :, end - 1:end], written[:, :, end - 1:end] + 1)
+        rooms.append(layer.room_k.shape[2])
+        assert torch.equal(keys, written[:, :, :end]) and torch.equal(values, written[:, :, :end] + 1)
+    assert rooms == [8, 8, 8, 8, 12, 12, 12]
+    layer.batch_select_indices(torch.tensor([0, 2]))
+    assert layer.room_k.shape == (2, 4, 14, 32) and torch.equal(layer.keys, written[[0, 2], :, :11])
+
+
 def test_settings_that_add_a_logits_processor_go_through_generate(builtin):
     model, tokenizer = builtin
     settings = effective_settings(model, generation_settings(tokenizer, k=1, temperature=0.0, top_p=1.0,

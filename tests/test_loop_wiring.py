@@ -61,13 +61,13 @@ class Recorder:
         )
 
 
-def run(tmp_path, side_by_side=False, **settings):
+def run(tmp_path, side_by_side=False, report=lambda final=False: None, **settings):
     base, teacher = checkpoint(tmp_path / "base"), checkpoint(tmp_path / "teacher")
     cfg = from_dict(RunConfig, {"out_dir": str(tmp_path / "runs"), "iterations": 3, "arms": ARMS,
                                 "model": {"base": str(base), "teacher": str(teacher)}, **settings})
     layout = RunLayout(cfg.run_dir)
     recorder = Recorder(layout, base.resolve(), teacher.resolve())
-    run_loop(cfg, stages=dataclasses.replace(recorder.stages(), side_by_side=side_by_side))
+    run_loop(cfg, stages=dataclasses.replace(recorder.stages(), side_by_side=side_by_side, report=report))
     return layout, recorder
 
 
@@ -112,6 +112,12 @@ def test_fine_tunes_trained_at_once_have_the_arrows_and_sharing_of_one_after_the
                        **{(t, arm): lanes for t in (2, 3) for arm in ARMS}}
     assert layout.finetuned("imm", 1).joinpath("model.json").stat().st_ino == \
         layout.finetuned("self_improve", 1).joinpath("model.json").stat().st_ino
+
+
+def test_the_report_is_refreshed_after_each_iteration_but_the_last_then_once_at_the_end(tmp_path):
+    refreshes = []
+    run(tmp_path, report=lambda final=False: refreshes.append(final))
+    assert refreshes == [False, False, True]  # 3 iterations: after t = 1 and 2, then the run's final refresh
 
 
 def test_shared_work_is_computed_once(tmp_path):

@@ -277,7 +277,8 @@ def run_arms(cfg: RunConfig, layout: RunLayout, arms: list[Arm], stages: Stages,
         train(t, [call for it in iterations for call in it.finetunes()], stages.side_by_side)
         for it in iterations:
             generators[it.arm.name] = it.merge_evaluate_analyse()
-        stages.report()  # a long run can be watched: its summary after every iteration, its report once a minute
+        if t < cfg.iterations:  # a long run can be watched: its summary after every iteration, its report once a
+            stages.report()     # minute; after the last one, the run's final refresh
 
 
 def train(t: int, calls: list[StageCall], side_by_side: bool) -> None:

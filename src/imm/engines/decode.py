@@ -11,9 +11,9 @@ cache and logits are then repeated k times; computing each prompt k times was a 
 batch's time on the built-in model); a row whose record is complete leaves the batch (with its KV
 cache) once an eighth of the batch has, and a shrunken batch keeps at least `MIN_ROWS` rows, since a
 CPU's matrix kernels round differently for a few rows than for many; the KV cache is written into
-room made once instead of being concatenated at every step. The draw is made over the whole batch
-(rows that left get a fixed token), so each row's sample takes the random numbers it takes in
-`generate`.
+room made a few positions ahead instead of being concatenated at every step. The draw is made over the
+whole batch (rows that left get a fixed token), so each row's sample takes the random numbers it takes
+in `generate`.
 
 `tests/test_decode.py` checks that records equal `generate`'s bit for bit with one torch thread per
 process (the CPU default: one-thread generation workers). With several threads a matrix product may
@@ -36,6 +36,7 @@ import torch
 
 MIN_ROWS = 8  # rows a shrunken batch keeps (one-thread CPU matrix products agree bit for bit from 4 rows on)
 LEAVE_EVERY = 8  # ended rows leave together once they are 1/LEAVE_EVERY of the batch (each move copies the KV cache)
+SLACK = 3  # KV cache room ahead of the written positions (a CPU streams keys with a gap of up to 3 positions)
 
 # Generation settings that make `generate` add a logits processor this loop does not apply, with the value
 # at which they add none.
@@ -96,10 +97,13 @@ def _stop_criteria(tokenizer, stop: Sequence[str]):
     return lambda ids: criteria(ids, None)
 
 
-def _cache(model, room: int):
-    """A dynamic KV cache whose layers write into room made once for `room` positions, where the model's are
-    plain `DynamicLayer`s (elsewhere, as they are): `DynamicLayer` concatenates at every step, copying the
-    whole cache, which was 60% of a decoding step on the built-in model."""
+def _cache(model):
+    """A dynamic KV cache whose layers write into room made ahead, where the model's are plain `DynamicLayer`s
+    (elsewhere, as they are): `DynamicLayer` concatenates at every step, copying the whole cache (60% of a
+    decoding step on the built-in model). The room is at most `SLACK` positions ahead of what is written, so
+    one head's keys follow the last head's closely enough for the CPU to stream them: with more room between
+    them a decoding step's attention took 1.65 times as long (benchmarks/attention_layout.py); moving the
+    cache into new room every `SLACK` + 1 steps costs less than that, and rows leaving move it anyway."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -110,13 +114,14 @@ def _cache(model, room: int):
 
         def lazy_initialization(self, key_states, value_states):
             super().lazy_initialization(key_states, value_states)
-            self.room_k = key_states.new_empty((*key_states.shape[:2], room, key_states.shape[3]))
-            self.room_v = value_states.new_empty((*value_states.shape[:2], room, value_states.shape[3]))
+            self.room_k, self.room_v = key_states[..., :0, :], value_states[..., :0, :]
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
+            if end > self.room_k.shape[-2]:  # out of room: the written positions move into new room
+                self.room_k, self.room_v = (self._moved(r, None, end + SLACK) for r in (self.room_k, self.room_v))
             self.room_k[..., self.length:end, :] = key_states
             self.room_v[..., self.length:end, :] = value_states
             self.length = end
@@ -128,13 +133,19 @@ def _cache(model, room: int):
             self.batch_select_indices(rows.repeat_interleave(repeats))
 
         def batch_select_indices(self, indices):  # the kept rows' written positions move into new room
-            self.room_k, self.room_v = (self._select(r, indices) for r in (self.room_k, self.room_v))
+            room = self.length + SLACK
+            self.room_k, self.room_v = (self._moved(r, indices, room) for r in (self.room_k, self.room_v))
             self.keys, self.values = self.room_k[..., :self.length, :], self.room_v[..., :self.length, :]
 
-        def _select(self, room, indices):
-            kept = room.new_empty((len(indices), *room.shape[1:]))
-            torch.index_select(room[..., :self.length, :], 0, indices, out=kept[..., :self.length, :])
-            return kept
+        def _moved(self, room, indices, size):
+            """The written positions (of rows `indices`, None: all) in new room of `size` positions."""
+            rows = room.shape[0] if indices is None else len(indices)
+            moved = room.new_empty((rows, room.shape[1], size, room.shape[3]))
+            if indices is None:
+                moved[..., :self.length, :] = room[..., :self.length, :]
+            else:
+                torch.index_select(room[..., :self.length, :], 0, indices, out=moved[..., :self.length, :])
+            return moved
 
     cache = DynamicCache(config=model.config)
     if all(type(layer) is DynamicLayer for layer in cache.layers):
@@ -152,7 +163,7 @@ def decode(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
     sample = temperature > 0
     warpers, stopped = _warpers(temperature, top_p), _stop_criteria(tokenizer, stop)
     positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    cache = _cache(model, input_ids.shape[1] + max_new_tokens)
+    cache = _cache(model)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
                 use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1]
