@@ -137,6 +137,19 @@ def test_imm_run_names_the_iteration_of_a_diverged_fine_tune(tmp_path, capsys):
     assert not temporaries(tmp_path)
 
 
+def test_fine_tunes_trained_at_once_report_a_divergence_as_one_line_naming_the_arm(tmp_path, capsys):
+    """Two threads, two arms whose F_1 differ (θ0's and the teacher's samples): both train at once, in forked
+    processes, and diverge; the run stops with the first one's line, as when training alone."""
+    args = ["run", *TINY_RUN, "model.threads=2", "arms=[self_improve,distill]", "finetune.learning_rate=1e30",
+            "finetune.batch_size=1", f"out_dir={tmp_path}"]
+    assert cli.main(args) == 2
+    line = one_line(capsys, "self_improve iteration 1, finetune: fine-tuning diverged: the loss is")
+    assert "at optimizer step" in line
+    for arm in ("self_improve", "distill"):
+        assert not (tmp_path / "smoke" / "arms" / arm / "iter_1" / "finetuned").exists()
+    assert not temporaries(tmp_path)
+
+
 def test_merged_weights_are_checked_finite_before_they_are_written(tmp_path, capsys):
     base = builtin_copy(tmp_path / "base")
     broken = builtin_copy(tmp_path / "ft")

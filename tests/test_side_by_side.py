@@ -75,6 +75,26 @@ def test_a_killed_run_leaves_no_work_running(tmp_path):
         time.sleep(0.05)
 
 
+def test_ctrl_c_stops_every_work_and_reaches_the_run_as_an_interrupt(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C: the run gets KeyboardInterrupt within seconds
+    (its resume hint), and no work keeps running."""
+    code = ("import os, sys, time; from pathlib import Path; from imm.side_by_side import side_by_side; "
+            "d = Path(sys.argv[1])\n"
+            "try:\n"
+            "    side_by_side([lambda n=n: ((d / n).write_text(str(os.getpid())), time.sleep(120)) for n in 'ab'], threads=2)\n"
+            "except KeyboardInterrupt:\n"
+            "    sys.exit(130)\n")
+    run = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / n).exists() for n in "ab"):
+        assert run.poll() is None and time.monotonic() < deadline, "the works did not start"
+        time.sleep(0.05)
+    pids = [int((tmp_path / n).read_text()) for n in "ab"]
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(timeout=10) == 130
+    assert not [pid for pid in pids if alive(pid)]
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -29,7 +29,8 @@ _WORKS: Sequence[Callable[[], object]] = ()  # what the forked processes inherit
 def side_by_side(works: Sequence[Callable[[], object]], threads: int | None = None) -> None:
     """Run every work, as many at once as there are torch threads (`threads`, default torch's count), each
     in a forked process with threads // (works at once) of them; one work, or one thread, runs here. Every
-    work runs to its end; then the first error is raised here (a UserError as it was raised)."""
+    work runs to its end; then the error of the first work that failed, in the order given, is raised here
+    (a UserError as it was raised)."""
     global _WORKS
     threads = threads or torch.get_num_threads()
     lanes = min(len(works), threads)
@@ -42,19 +43,20 @@ def side_by_side(works: Sequence[Callable[[], object]], threads: int | None = No
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its thread pool does not survive fork
     fork, parent, queue = multiprocessing.get_context("fork"), os.getpid(), list(range(len(works)))
-    running: dict = {}  # a process's end of its pipe -> the process
-    errors: list[BaseException] = []
+    running: dict = {}  # a process's end of its pipe -> (work, process)
+    errors: dict[int, BaseException] = {}
     _WORKS = works
     try:
         while queue or running:
             while queue and len(running) < lanes:  # one fresh process per work: its memory ends with it
                 reader, writer = fork.Pipe(duplex=False)
-                process = fork.Process(target=_child, args=(queue.pop(0), threads // lanes, parent, writer), daemon=True)
+                i = queue.pop(0)
+                process = fork.Process(target=_child, args=(i, threads // lanes, parent, writer), daemon=True)
                 process.start()
                 writer.close()
-                running[reader] = process
+                running[reader] = i, process
             for reader in wait(list(running)):  # a result, or the end of a process that sent none
-                process = running.pop(reader)
+                i, process = running.pop(reader)
                 try:
                     error = reader.recv()
                 except EOFError:  # killed (out of memory?) or ended by os._exit
@@ -63,26 +65,29 @@ def side_by_side(works: Sequence[Callable[[], object]], threads: int | None = No
                                       f"{process.exitcode}); if memory ran out, run them one at a time "
                                       f"(finetune.side_by_side=false)")
                 process.join()
-                errors += [error] if error is not None else []
+                reader.close()
+                if error is not None:
+                    errors[i] = error
     except BaseException:  # Ctrl-C, or an error here: nothing keeps running
-        for process in running.values():
+        for _, process in running.values():
             process.kill()
             process.join()
         raise
     finally:
         _WORKS = ()
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
 
 
 def _child(i: int, threads: int, parent: int, result) -> None:
-    """Run work i and send its outcome: None, the UserError it raised, or another error with its traceback."""
+    """Run work i and send its outcome: None, the UserError or Ctrl-C it raised, or another error with its
+    traceback."""
     _die_with(parent)
     torch.set_num_threads(threads)
     try:
         _WORKS[i]()
         outcome = None
-    except UserError as err:
+    except (UserError, KeyboardInterrupt) as err:  # raised there as here: one line, or the resume hint
         outcome = err
     except BaseException:  # noqa: BLE001  reported where the run is
         outcome = RuntimeError(f"a stage run side by side failed:\n{traceback.format_exc()}")
