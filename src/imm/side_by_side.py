@@ -2,9 +2,8 @@
 
 `imm run` trains the arms' independent F_t of an iteration this way (METHOD.md §2: after t = 1 every arm
 fine-tunes its own D_t from its own G). A fine-tune's matrix products use two threads fully, its many small
-operations do not: on the 2-core machine one fine-tune runs 1.6 times as fast on two threads as on one, and
-two fine-tunes on one thread each, at once, end 1.3 times sooner than one after the other on two
-(docs/benchmarks.md). A fine-tune on the built-in model gives the same weights, bit for bit, on one thread
+operations do not: on the 2-core machine two of the default run's fine-tunes on one thread each, at once,
+end in 0.84 of the time they take one after the other on two (docs/benchmarks.md). A fine-tune on the built-in model gives the same weights, bit for bit, on one thread
 as on two (tests/test_side_by_side.py), so which fine-tunes met does not change a run's results.
 
 A forked process dies with the process that forked it (Linux's PR_SET_PDEATHSIG), so a killed run leaves
