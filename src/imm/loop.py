@@ -109,14 +109,12 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
 
 
 def trains_side_by_side(cfg: RunConfig) -> bool:
-    """finetune.side_by_side, where it can be: on a CPU with several torch threads, one training process per F_t."""
-    import torch
-
+    """finetune.side_by_side, where it can be: on a CPU, one training process per F_t (with one torch thread
+    `train` runs them one after the other all the same)."""
     from imm.models import pick_device
 
     f = cfg.finetune
-    return (f.side_by_side and pick_device(cfg.model.device) == "cpu" and torch.get_num_threads() > 1
-            and f.processes == 1 and not f.accelerate_config)
+    return f.side_by_side and pick_device(cfg.model.device) == "cpu" and f.processes == 1 and not f.accelerate_config
 
 
 # --- one stage -------------------------------------------------------------------------------
@@ -284,21 +282,20 @@ def run_arms(cfg: RunConfig, layout: RunLayout, arms: list[Arm], stages: Stages,
 def train(t: int, calls: list[StageCall], side_by_side: bool) -> None:
     """The fine-tunes of iteration t: where `side_by_side` and several need training, they train at once (one
     forked process each, imm.side_by_side); the others are kept, or linked from the arm that trained them."""
-    import torch
+    from imm import side_by_side as concurrent
 
     trained: list[StageCall] = []
     for call in calls:
         if call.pending() and not any(call.alike(other) for other in trained):
             trained.append(call)
-    lanes = min(len(trained), torch.get_num_threads()) if side_by_side else 1
+    lanes = concurrent.at_once(len(trained)) if side_by_side else 1
     if lanes < 2:
         trained = []
     else:
-        from imm.side_by_side import side_by_side as at_once
-
         arms = ", ".join(dict.fromkeys(call.step.arm.name for call in trained))
         print(f"[t={t}] {len(trained)} fine-tunes ({arms}), {lanes} at once, a share of the CPU threads each", flush=True)
-        at_once([dataclasses.replace(call, step=dataclasses.replace(call.step, at_once=lanes)) for call in trained])
+        concurrent.side_by_side([dataclasses.replace(call, step=dataclasses.replace(call.step, at_once=lanes))
+                                 for call in trained])
     for call in calls:
         if not any(call is done for done in trained):
             call()

@@ -25,6 +25,11 @@ from imm.errors import UserError
 _WORKS: Sequence[Callable[[], object]] = ()  # what the forked processes inherit from their parent
 
 
+def at_once(works: int, threads: int | None = None) -> int:
+    """How many of `works` run at the same time on `threads` torch threads (default torch's count)."""
+    return min(works, threads or torch.get_num_threads())
+
+
 def side_by_side(works: Sequence[Callable[[], object]], threads: int | None = None) -> None:
     """Run every work, as many at once as there are torch threads (`threads`, default torch's count), each
     in a forked process with threads // (works at once) of them; one work, or one thread, runs here. Every
@@ -32,7 +37,7 @@ def side_by_side(works: Sequence[Callable[[], object]], threads: int | None = No
     (a UserError as it was raised)."""
     global _WORKS
     threads = threads or torch.get_num_threads()
-    lanes = min(len(works), threads)
+    lanes = at_once(len(works), threads)
     if lanes <= 1:
         for work in works:
             work()
