@@ -137,7 +137,7 @@ def test_theta_t_and_f_t_differ_from_theta0_exactly_on_the_lora_targeted_weights
     task = get_task(cfg.data.train_task)
     problems = task.problems("train")[:8]
     build = prompter(task, cfg.prompt, AutoTokenizer.from_pretrained(base), problems)
-    gold = [Example(id=p.id, prompt=build(p), response=" " + p.solution) for p in problems]
+    gold = [Example(id=p.id, prompt=build(p), response=build.response(p.solution)) for p in problems]
     finetune_checkpoint(base, gold, cfg.finetune, tmp_path / "F1", tmp_path / "stats.json", seed=0, device="cpu")
     merge_back(base, tmp_path / "F1", tmp_path / "theta1", cfg.merge, seed=0)
     theta0 = load_file(base / "model.safetensors")

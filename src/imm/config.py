@@ -47,6 +47,7 @@ class ModelConfig:
     workers: int = run_option(0)  # CPU generation processes (imm.engines.hf); 0 = one per core, 1 on a GPU
     allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.models)
     trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
+    checkpoint_dtype: str = "base"  # [ours] F_t and θ_t saved as: base (θ0's own dtype) | float32 | bfloat16 | float16
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ def _check_finetune_method(f: FinetuneConfig) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Everything that can be checked before a model is loaded (fail before the expensive part)."""
-    from imm.models import check_weight_files, resolve_model_path
+    from imm.models import CHECKPOINT_DTYPES, check_weight_files, resolve_model_path
     from imm.tasks.registry import get_task
 
     _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
@@ -337,6 +338,10 @@ def validate(cfg: RunConfig) -> None:
     check_prompt(cfg.prompt)
     _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
     _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")
+    _require(cfg.finetune.prompt_shots >= 0, f"finetune.prompt_shots must be 0 or more, got {cfg.finetune.prompt_shots}")
+    _require(cfg.finetune.max_length > 0, f"finetune.max_length must be positive, got {cfg.finetune.max_length}")
+    _require(cfg.model.checkpoint_dtype in CHECKPOINT_DTYPES, f"model.checkpoint_dtype must be one of "
+             f"{', '.join(CHECKPOINT_DTYPES)}, got {cfg.model.checkpoint_dtype!r}")
     _require(cfg.finetune.init_from in ("generator", "base"), f"finetune.init_from must be generator or base, got {cfg.finetune.init_from!r}")
     _check_finetune_method(cfg.finetune)
     _require(0 < cfg.merge.density <= 1, f"merge.density must be in (0, 1], got {cfg.merge.density}")
