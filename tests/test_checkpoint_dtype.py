@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from imm.config import MergeConfig, load_config
+from imm.config import FinetuneConfig, MergeConfig, load_config
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, finetune_checkpoint
+from imm.finetune_launch import finetune_checkpoint
 from imm.merging.merge_back import merge_back
 from imm.models import checkpoint_dtype, load_tokenizer, save_model
 from imm.tensor_files import tensor_table
@@ -56,5 +56,6 @@ def test_f_t_and_theta_t_of_a_bfloat16_base_are_written_as_asked(tmp_path, asked
 
 
 def test_the_run_config_refuses_an_unknown_checkpoint_dtype():
-    with pytest.raises(UserError, match="model.checkpoint_dtype must be one of base, float32, bfloat16, float16"):
+    with pytest.raises(UserError, match="config key model.checkpoint_dtype must be one of base, float32, bfloat16, "
+                                        "float16, got 'half'"):
         load_config("smoke", ("model.checkpoint_dtype=half",))

@@ -9,7 +9,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm.cli import main
 from imm.errors import UserError
-from imm.finetune import IGNORE, FinetuneConfig, encode_examples, finetune_checkpoint
+from imm.config import FinetuneConfig
+from imm.finetune import IGNORE, encode_examples
+from imm.finetune_launch import finetune_checkpoint
 from imm.models import load_tokenizer, save_model
 from imm.prompts import PromptConfig, prompter
 from imm.tasks.registry import get_task

@@ -104,19 +104,20 @@ def pick_dtype(dtype: str, device: str):
     return names[dtype]
 
 
-CHECKPOINT_DTYPES = ("base", "float32", "bfloat16", "float16")  # model.checkpoint_dtype: how F_t and θ_t are saved
 _SAVED_AS = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}  # θ0's stored dtype -> the name written
 
 
 def checkpoint_dtype(setting: str, base: str | Path) -> str:
-    """The dtype F_t and θ_t are written in: `setting` itself, or for "base" the dtype holding most of θ0's
-    floating weights (float32 where that is none of float32, bfloat16 and float16)."""
+    """The dtype F_t and θ_t are written in (model.checkpoint_dtype, imm.config.CheckpointDtype): `setting`
+    itself, or for "base" the dtype holding most of θ0's floating weights (float32 where that is none of
+    float32, bfloat16 and float16)."""
+    from imm.config import CheckpointDtype
     from imm.tensor_files import tensor_table
 
-    if setting not in CHECKPOINT_DTYPES:
-        raise UserError(f"model.checkpoint_dtype must be one of {', '.join(CHECKPOINT_DTYPES)}, got {setting!r}")
-    if setting != "base":
-        return setting
+    if setting not in set(CheckpointDtype):
+        raise UserError(f"model.checkpoint_dtype must be one of {', '.join(CheckpointDtype)}, got {setting!r}")
+    if setting != CheckpointDtype.BASE:
+        return str(setting)
     sizes: dict[str, int] = {}
     for entry in tensor_table(Path(resolve_model_path(base))).values():
         sizes[entry.dtype] = sizes.get(entry.dtype, 0) + math.prod(entry.shape)

@@ -11,8 +11,7 @@ import argparse
 from pathlib import Path
 
 from imm.analysis.importance import KINDS, check_kinds
-from imm.config import AnalysisConfig, EvalConfig, ModelConfig, add_config_flag
-from imm.finetune import FinetuneConfig
+from imm.config import AnalysisConfig, EvalConfig, FinetuneConfig, ModelConfig, add_config_flag
 from imm.errors import UserError
 from imm.prompts import PromptConfig
 

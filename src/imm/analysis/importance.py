@@ -22,8 +22,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from imm.config import FinetuneConfig
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig
 from imm.prompts import PromptConfig, prompter
 from imm.tasks.base import Problem, Task
 from imm.tasks.registry import get_task

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imm.analysis.importance import Importance, check_kinds, measure, probe_set
-from imm.finetune import FinetuneConfig
+from imm.config import FinetuneConfig
 from imm.prompts import PromptConfig
 from imm.outputs import atomic_write_json
 

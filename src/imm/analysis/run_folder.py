@@ -17,8 +17,7 @@ from imm.analysis.importance_cache import cached_importance
 from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
 from imm.analysis.updates import layer_rows, stream_stats
-from imm.config import from_dict
-from imm.finetune import FinetuneConfig
+from imm.config import FinetuneConfig, from_dict
 from imm.errors import UserError
 from imm.prompts import PromptConfig
 from imm.layout import FINETUNED, MERGED, RunLayout

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from imm.config import FilterConfig
-    from imm.prompts import Prompter
-    from imm.sampling import Sample
+from imm.config import FilterConfig
+from imm.errors import UserError
+from imm.prompts import Prompter
+from imm.sampling import Sample
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Example:
     question_at: int = 0  # prompt[question_at:] is the question's own part, never cut (Prompter.question_at)
 
 
-def select(f: "FilterConfig", samples: Sequence["Sample"]) -> list["Sample"]:
+def select(f: FilterConfig, samples: Sequence[Sample]) -> list[Sample]:
     """The verified samples, optionally step-checked, de-duplicated and capped per question."""
     kept, per_question, seen = [], {}, set()
     for sample in samples:
@@ -46,10 +46,8 @@ def select(f: "FilterConfig", samples: Sequence["Sample"]) -> list["Sample"]:
     return kept
 
 
-def training_examples(samples: Sequence["Sample"], ask: "Prompter") -> list[Example]:
+def training_examples(samples: Sequence[Sample], ask: Prompter) -> list[Example]:
     """Each sample's completion under the student's prompt of its problem (looked up by id in the train split)."""
-    from imm.errors import UserError
-
     problems = {p.id: p for p in ask.task.problems("train")}
     examples = []
     for sample in samples:
@@ -62,8 +60,7 @@ def training_examples(samples: Sequence["Sample"], ask: "Prompter") -> list[Exam
     return examples
 
 
-def build_training_set(f: "FilterConfig", samples: Sequence["Sample"], out: Path, stats_out: Path,
-                       ask: "Prompter") -> str:
+def build_training_set(f: FilterConfig, samples: Sequence[Sample], out: Path, stats_out: Path, ask: Prompter) -> str:
     """Write D_t (`out`, the output that marks the stage done, last) and its counts (`stats_out`); `ask` is the
     student's prompter of the train task."""
     from imm.outputs import atomic_write_json, atomic_write_jsonl
