@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama
 
 from imm.config import FinetuneConfig, MergeConfig, load_config
 from imm.errors import UserError
@@ -18,10 +18,8 @@ from imm.verify.training_set import Example
 
 def tiny(tmp_path, dtype) -> Path:
     tok = load_tokenizer("builtin")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2)
-    return save_model(LlamaForCausalLM(config).to(dtype), tok, tmp_path / f"theta0-{dtype}".replace("torch.", ""))
+    model = tiny_llama(tokenizer=tok, hidden=16, heads=2).to(dtype)
+    return save_model(model, tok, tmp_path / f"theta0-{dtype}".replace("torch.", ""))
 
 
 def stored(folder) -> set[str]:

@@ -5,8 +5,7 @@ completion text. A space goes before the completion only after a plain prompt (w
 import dataclasses
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama
 
 from imm.config import RunConfig, from_dict
 from imm.layout import RunLayout, read_jsonl
@@ -35,10 +34,7 @@ def student(tmp_path, template: str | None):
     """A tiny checkpoint with the built-in tokenizer, with or without a chat template."""
     tok = load_tokenizer("builtin")
     tok.chat_template = template
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2)
-    return save_model(LlamaForCausalLM(config), tok, tmp_path / "student")
+    return save_model(tiny_llama(tokenizer=tok, hidden=16, heads=2, layers=1), tok, tmp_path / "student")
 
 
 def teacher_samples(path, chat: str = "on"):

@@ -4,8 +4,7 @@ an example that cannot fit is dropped and counted, and a max_length that fits no
 import json
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama
 
 from imm.cli import main
 from imm.errors import UserError
@@ -78,11 +77,8 @@ def test_with_many_shots_and_a_small_max_length_no_kept_example_loses_its_respon
         assert [t for t in labels if t != IGNORE] == whole
 
 
-def tiny_init(tmp_path, tok, dtype=torch.float32):
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512)
-    return save_model(LlamaForCausalLM(config).to(dtype), tok, tmp_path / "init")
+def tiny_init(tmp_path, tok):
+    return save_model(tiny_llama(tokenizer=tok, hidden=16, heads=2), tok, tmp_path / "init")
 
 
 def test_training_stats_count_shortened_and_dropped_examples(tmp_path, tok):
@@ -116,3 +112,26 @@ def test_imm_run_with_a_max_length_below_every_response_exits_2(tmp_path, capsys
                  "eval.limit=4", "eval.diversity_k=0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "finetune.max_length=4" in err[-1]
+
+
+def test_the_gradient_probe_fits_its_examples_by_the_same_rule(tok):
+    """4-shot probe prompts (400+ tokens) at the run's max_length 120: every probe example keeps its whole gold
+    solution + eos as labels, and the gradient reaches every block (under the old cut at the right end, the
+    responses were lost and every block's gradient was 0)."""
+    from imm.analysis.importance import gradient_importance, probe_examples, probe_set
+
+    probe = probe_set("arith", 4, PromptConfig(shots=4), max_length=120)
+    examples = probe_examples(tok, probe)
+    assert len(examples) == 4
+    for problem, (got_ids, labels) in zip(probe.problems, examples):
+        whole = ids(tok, " " + problem.solution) + [tok.eos_token_id]
+        assert len(got_ids) <= 120 and [t for t in labels if t != IGNORE] == whole
+    norms = gradient_importance(tiny_llama(tokenizer=tok, hidden=16, heads=2), tok, probe).values
+    assert len(norms) == 2 and all(v > 0 for v in norms.values())
+
+
+def test_a_probe_max_length_below_every_solution_stops_with_one_line(tok):
+    from imm.analysis.importance import probe_examples, probe_set
+
+    with pytest.raises(UserError, match=r"probe examples of arith fits finetune\.max_length=5 .* at least"):
+        probe_examples(tok, probe_set("arith", 4, PromptConfig(shots=4), max_length=5))
