@@ -73,7 +73,7 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
     from imm.merging.merge_back import merge_back
     from imm.models import checkpoint_dtype
     from imm.sampling import read_samples, sample_questions
-    from imm.verify.training_set import build_training_set, read_training_set
+    from imm.verify.training_set import build_training_set, read_training_set, student_prompter
 
     def base_importance(kind: str) -> list[float]:  # θ0's, per block: what imm_layerwise reads
         from imm.analysis.importance_cache import cached_importance
@@ -86,14 +86,6 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
 
     saved = checkpoint_dtype(cfg.model.checkpoint_dtype, base)  # F_t and θ_t: θ0's dtype unless asked
 
-    def student_prompter():  # D_t's prompts: θ0's tokenizer and template, finetune.prompt_shots worked examples
-        from imm.models import load_tokenizer
-        from imm.prompts import prompter
-        from imm.tasks.registry import get_task
-
-        shots = dataclasses.replace(cfg.prompt, shots=cfg.finetune.prompt_shots)  # drawn as sampling draws them
-        return prompter(get_task(cfg.data.train_task), shots, load_tokenizer(base))
-
     def analyse(arm: str, t: int) -> str:
         from imm.analysis import analyze_iteration
 
@@ -105,8 +97,8 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
 
     return Stages(
         sample=lambda writer, seed, out: sample_questions(writer, cfg.data, cfg.prompt, cfg.sampling, cfg.model, seed, out),
-        verify=lambda samples, stats, out: build_training_set(cfg.filter, read_samples(samples), out, stats,
-                                                                      student_prompter()),
+        verify=lambda samples, stats, out: build_training_set(
+            cfg.filter, read_samples(samples), out, stats, student_prompter(cfg.data, cfg.prompt, cfg.finetune, base)),
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
             log_out=training_log(stats), dtype=saved),

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from imm.config import FilterConfig
+from imm.config import DataConfig, FilterConfig, FinetuneConfig
 from imm.errors import UserError
-from imm.prompts import Prompter
+from imm.prompts import PromptConfig, Prompter
 from imm.sampling import Sample
 
 
@@ -44,6 +44,18 @@ def select(f: FilterConfig, samples: Sequence[Sample]) -> list[Sample]:
         per_question[sample.id] = per_question.get(sample.id, 0) + 1
         kept.append(sample)
     return kept
+
+
+def student_prompter(data: DataConfig, prompt: PromptConfig, f: FinetuneConfig, student: Path) -> Prompter:
+    """The prompter of D_t: the student's (θ0's) tokenizer and chat template, finetune.prompt_shots worked
+    examples drawn as sampling draws its own."""
+    import dataclasses
+
+    from imm.models import load_tokenizer
+    from imm.prompts import prompter
+    from imm.tasks.registry import get_task
+
+    return prompter(get_task(data.train_task), dataclasses.replace(prompt, shots=f.prompt_shots), load_tokenizer(student))
 
 
 def training_examples(samples: Sequence[Sample], ask: Prompter) -> list[Example]:
