@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from imm.engines import Completion, Request, decode
+from imm.engines import decode
+from imm.engines.records import Completion, Request
 from imm.tasks.base import STOP_STRINGS
 
 

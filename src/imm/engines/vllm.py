@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imm.config import ModelConfig, SampleConfig
-from imm.engines import Completion, Request
+from imm.engines.records import Completion, Request
 from imm.errors import UserError
 
 WORKER = Path(__file__).with_name("vllm_worker.py")
