@@ -195,7 +195,7 @@ def test_the_loop_runs_with_vllm_and_two_data_parallel_children_sample_its_recor
     to float32 rounding, as a batch of other composition sums in another order (measured: 2 of 96 figures
     differ, by 3e-9 relative)."""
     from imm.layout import RunLayout, generation_record
-    from imm.loop import stage_seed
+    from imm.stage_runner import stage_seed
     from imm.models import BUILTIN_DIR
     from imm.sampling import sample_questions
 
