@@ -19,7 +19,8 @@ import json
 import pytest
 
 from imm.cli import main
-from imm.config import ModelConfig, SampleConfig, load_config
+from imm.config import ModelConfig, SampleConfig
+from imm.preflight import load_config
 from imm.engines import Completion, open_engine
 from imm.engines import vllm as engine_vllm
 from imm.errors import UserError

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from imm.config import MergeConfig, load_config
+from imm.config import MergeConfig
+from imm.preflight import load_config
 from imm.errors import UserError
 from imm.merging import MergeSpec, merge
 from imm.merging.merge_back import merge_back, merge_back_spec
