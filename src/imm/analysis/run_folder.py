@@ -17,7 +17,7 @@ from imm.analysis.importance_cache import cached_importance
 from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
 from imm.analysis.updates import layer_rows, stream_stats
-from imm.config import from_dict
+from imm.config import FinetuneConfig, from_dict
 from imm.errors import UserError
 from imm.prompts import PromptConfig
 from imm.layout import FINETUNED, MERGED, RunLayout
@@ -69,8 +69,10 @@ def analyze_iteration(
     max_new_tokens: int = 256,
     device: str = "auto",
     prompt: PromptConfig = PromptConfig(),
+    max_length: int = FinetuneConfig.max_length,
 ) -> None:
-    """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present."""
+    """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present.
+    `max_length`: the run's finetune.max_length, which the gradient and influence probes fit their examples to."""
     layout = RunLayout(Path(run_dir))
     out = layout.analysis(arm, iteration)
     if all((out / name).exists() for name in OUTPUTS):
@@ -84,7 +86,8 @@ def analyze_iteration(
     if MERGED in checkpoints:
         rows += layer_rows(names, groups, MERGED, previous=previous, finetuned=FINETUNED)
     imp = cached_importance(base, importance, layout.importance_cache, probe_task=probe_task, probe_size=probe_size,
-                            max_new_tokens=max_new_tokens, device=device, prompt=prompt) if importance else {}
+                            max_new_tokens=max_new_tokens, device=device, prompt=prompt,
+                            max_length=max_length) if importance else {}
     context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
                "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
     with output_dir(out, ANALYSIS, overwrite=True) as tmp:  # inside a run folder imm owns every path
@@ -118,6 +121,8 @@ def run_settings(run_dir: Path) -> dict:
             settings[key] = tuple(analysis[key]) if key == "importance" else analysis[key]
     if "max_new_tokens" in (config.get("eval") or {}):
         settings["max_new_tokens"] = config["eval"]["max_new_tokens"]  # the loop's analysis generates this long
+    if "max_length" in (config.get("finetune") or {}):
+        settings["max_length"] = config["finetune"]["max_length"]  # the loop's probe fits its examples to it
     return settings
 
 
