@@ -35,12 +35,12 @@ from imm.evaluation.suite import evaluate_on_run_tasks
 from imm.finetune_launch import finetune_checkpoint
 from imm.layout import RunLayout, training_log
 from imm.merging.merge_back import merge_back
-from imm.models import pick_device
+from imm.models import checkpoint_dtype, pick_device
 from imm.outputs import check_output_dir
 from imm.preflight import load_config
 from imm.sampling import read_samples, sample_questions
 from imm.stage_runner import Runner, open_run
-from imm.verify.training_set import build_training_set, read_training_set
+from imm.verify.training_set import build_training_set, read_training_set, student_prompter
 
 
 @dataclass(frozen=True)
@@ -63,24 +63,27 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
         a = cfg.analysis
         values = cached_importance(base, [kind], layout.importance_cache, probe_task=a.probe_task,
                                    probe_size=a.probe_size, max_new_tokens=cfg.eval.max_new_tokens,
-                                   device=cfg.model.device, prompt=cfg.prompt)[kind].values
+                                   device=cfg.model.device, prompt=cfg.prompt, max_length=cfg.finetune.max_length)[kind].values
         return [values[layer] for layer in sorted(values)]
+
+    saved = checkpoint_dtype(cfg.model.checkpoint_dtype, base)  # F_t and θ_t: θ0's dtype unless asked
 
     def analyse(arm: str, t: int) -> str:
         a = cfg.analysis
         analyze_iteration(layout.root, arm, t, base=base, probe_task=a.probe_task, probe_size=a.probe_size,
                           importance=a.importance, max_new_tokens=cfg.eval.max_new_tokens, device=cfg.model.device,
-                          prompt=cfg.prompt)
+                          prompt=cfg.prompt, max_length=cfg.finetune.max_length)
         return "layers.csv, importance.csv, superficiality.json"
 
     return Stages(
         sample=lambda writer, seed, out: sample_questions(writer, cfg.data, cfg.prompt, cfg.sampling, cfg.model, seed, out),
-        verify=lambda samples, stats, out: build_training_set(cfg.filter, read_samples(samples), out, stats),
+        verify=lambda samples, stats, out: build_training_set(
+            cfg.filter, read_samples(samples), out, stats, student_prompter(cfg.data, cfg.prompt, cfg.finetune, base)),
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
-            log_out=training_log(stats)),
+            log_out=training_log(stats), dtype=saved),
         merge=lambda arm, theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge_block(arm), seed,
-                                                                   importance=base_importance),
+                                                                   importance=base_importance, out_dtype=saved),
         evaluate=lambda model, seed, out: evaluate_on_run_tasks(
             model, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out),
         analyse=analyse,

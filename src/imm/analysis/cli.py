@@ -88,7 +88,7 @@ def _run_mode(args: argparse.Namespace, given: dict) -> int:
     for arm, t in todo:
         analyze_iteration(args.run_dir, arm, t, base=s["base"], probe_task=s["probe_task"], probe_size=s["probe_size"],
                           importance=s["importance"], max_new_tokens=s["max_new_tokens"], device=s["device"],
-                          prompt=s["prompt"])
+                          prompt=s["prompt"], max_length=s["max_length"])
         saved = json.loads((RunLayout(args.run_dir).analysis(arm, t) / SUPERFICIALITY_JSON).read_text())
         found = [Superficiality(**{**f, "critical": tuple(f["critical"])}) for f in saved["figures"]]
         print(format_figures(found, label=f"{arm:<14} iter {t}  ") or f"{arm} iter {t}: layers.csv only")

@@ -9,8 +9,9 @@
               one forward pass, no generation, no gradient: cheap enough for real models
 
 The probe is the first `size` test problems of a task that carry a gold solution; the prompt is the run's
-(imm.prompts, as sampling and evaluation build it) and the response `" " + problem.solution`, as
-fine-tuning writes them.
+(imm.prompts, as sampling and evaluation build it) and the response the gold solution, each fitted to the
+run's finetune.max_length as fine-tuning fits its examples (imm.finetune.encode_examples: the response
+whole, the prompt shortened from the left but never losing its question).
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from imm.config import EvalConfig, ImportanceKind
+from imm.config import EvalConfig, FinetuneConfig, ImportanceKind
 from imm.engines.hf import generate
 from imm.errors import UserError
-from imm.finetune import collate, encode_example, sum_loss
+from imm.finetune import collate, encode_examples, require_examples, sum_loss
 from imm.prompts import PromptConfig, prompter
 from imm.tasks.base import Problem, Task
 from imm.tasks.registry import get_task
 from imm.tensor_files import BLOCK_CONTAINERS
 
 PROBE_SPLIT = "test"
-MAX_LENGTH = 512  # [paper code] fine-tuning's max length, so the gradient is of the loss it trains
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Probe:
     task: Task
     problems: tuple[Problem, ...]
     prompt: PromptConfig = PromptConfig()  # asked as sampling and evaluation ask (imm.prompts)
+    max_length: int = FinetuneConfig.max_length  # the run's finetune.max_length: the loss fine-tuning trains
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class Importance:
     skipped_accuracy: dict[int, float] | None = None  # ablation only: accuracy with block l skipped
 
 
-def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig()) -> Probe:
+def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig(),
+              max_length: int = FinetuneConfig.max_length) -> Probe:
     """The first `size` test problems of `task_name` that have a gold solution; UserError if none do."""
     if size < 1:
         raise UserError(f"probe size must be at least 1, got {size}; pass --probe-size 64")
@@ -59,7 +61,17 @@ def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig()) 
     problems = tuple(p for p in task.problems(PROBE_SPLIT) if p.solution)[:size]
     if not problems:
         raise UserError(f"task {task_name!r} has no test problems with a gold solution; pick another --probe task")
-    return Probe(task, problems, prompt)
+    return Probe(task, problems, prompt, max_length)
+
+
+def probe_examples(tokenizer, probe: Probe) -> list[tuple[list[int], list[int]]]:
+    """The probe's (input_ids, labels) as fine-tuning encodes its examples; a UserError where none fits."""
+    ask = prompter(probe.task, probe.prompt, tokenizer)
+    prompts = [ask(p) for p in probe.problems]
+    pairs = [(text, ask.response(p.solution), ask.question_at(p, text)) for p, text in zip(probe.problems, prompts)]
+    encoded = encode_examples(tokenizer, pairs, probe.max_length)
+    require_examples(encoded, probe.max_length, what=f"probe examples of {probe.task.name}")
+    return encoded.examples
 
 
 def decoder_blocks(model) -> torch.nn.ModuleList:
@@ -114,10 +126,9 @@ def ablation_importance(model, tokenizer, probe: Probe, *, max_new_tokens: int =
     return Importance(ImportanceKind.ABLATION, drops, accuracy=full, skipped_accuracy=skipped)
 
 
-def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = MAX_LENGTH) -> Importance:
+def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16) -> Importance:
     """‖∇_{θ_l} L‖₂ per block, L the mean response-token cross-entropy over the whole probe."""
-    ask = prompter(probe.task, probe.prompt, tokenizer)
-    examples = [encode_example(tokenizer, ask(p), " " + p.solution, max_length) for p in probe.problems]
+    examples = probe_examples(tokenizer, probe)
     blocks = decoder_blocks(model)
     with _grads_only_for(model, blocks):
         tokens = 0
@@ -137,10 +148,9 @@ def cosine_sum(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor) -> f
     return float(cos.double()[mask.bool()].sum())
 
 
-def influence_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = MAX_LENGTH) -> Importance:
+def influence_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16) -> Importance:
     """1 − (mean cosine between each block's input and output rows over the probe's real tokens), per block."""
-    ask = prompter(probe.task, probe.prompt, tokenizer)
-    examples = [encode_example(tokenizer, ask(p), " " + p.solution, max_length) for p in probe.problems]
+    examples = probe_examples(tokenizer, probe)
     blocks = decoder_blocks(model)
     sums, tokens, mask = [0.0] * len(blocks), 0, None
 

@@ -17,7 +17,7 @@ from imm.analysis.importance_cache import cached_importance
 from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
 from imm.analysis.updates import layer_rows, stream_stats
-from imm.config import AnalysisConfig, EvalConfig, ImportanceKind, ModelConfig
+from imm.config import AnalysisConfig, EvalConfig, FinetuneConfig, ImportanceKind, ModelConfig
 from imm.errors import UserError
 from imm.prompts import PromptConfig
 from imm.layout import FINETUNED, MERGED, RunLayout
@@ -69,8 +69,10 @@ def analyze_iteration(
     max_new_tokens: int = EvalConfig.max_new_tokens,
     device: str = ModelConfig.device,
     prompt: PromptConfig = PromptConfig(),
+    max_length: int = FinetuneConfig.max_length,
 ) -> None:
-    """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present."""
+    """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present.
+    `max_length`: the run's finetune.max_length, which the gradient and influence probes fit their examples to."""
     layout = RunLayout(Path(run_dir))
     out = layout.analysis(arm, iteration)
     if all((out / name).exists() for name in OUTPUTS):
@@ -84,7 +86,8 @@ def analyze_iteration(
     if MERGED in checkpoints:
         rows += layer_rows(names, groups, MERGED, previous=previous, finetuned=FINETUNED)
     imp = cached_importance(base, importance, layout.importance_cache, probe_task=probe_task, probe_size=probe_size,
-                            max_new_tokens=max_new_tokens, device=device, prompt=prompt) if importance else {}
+                            max_new_tokens=max_new_tokens, device=device, prompt=prompt,
+                            max_length=max_length) if importance else {}
     context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
                "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
     with output_dir(out, ANALYSIS, overwrite=True) as tmp:  # inside a run folder imm owns every path
@@ -99,14 +102,15 @@ def run_iterations(run_dir: Path) -> list[tuple[str, int]]:
 
 
 def run_settings(run_dir: Path) -> dict:
-    """base, prompt, probe_task, probe_size, importance, max_new_tokens and device, as the run's config.yaml
-    (read by its layout) sets them: what `imm analyze RUN_DIR` uses where its command line is silent."""
+    """base, prompt, probe_task, probe_size, importance, max_new_tokens, max_length and device, as the run's
+    config.yaml (read by its layout) sets them: what `imm analyze RUN_DIR` uses where its command line is silent."""
     saved = RunLayout(Path(run_dir)).saved()
     cfg = saved.config
     return {"base": saved.model_folder("base"), "device": cfg.model.device, "prompt": cfg.prompt,  # a hub id's local copy
             "probe_task": cfg.analysis.probe_task, "probe_size": cfg.analysis.probe_size,
             "importance": cfg.analysis.importance,
-            "max_new_tokens": cfg.eval.max_new_tokens}  # the loop's analysis generates this long
+            "max_new_tokens": cfg.eval.max_new_tokens,  # the loop's analysis generates this long
+            "max_length": cfg.finetune.max_length}  # the loop's probe fits its examples to it
 
 
 def analyze_pair(

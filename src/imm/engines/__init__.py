@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
 from imm.config import Backend, ModelConfig, SampleConfig
-from imm.engines.records import Completion, Request
+from imm.engines.records import Completion, Request, cut_at_stop
 from imm.errors import UserError
 
-__all__ = ["Completion", "Engine", "Request", "check_backend", "open_engine"]
+__all__ = ["Completion", "Engine", "Request", "check_backend", "cut_at_stop", "open_engine"]
 
 
 class Engine(Protocol):

@@ -54,9 +54,11 @@ def importance_kind(m: MergeConfig) -> str | None:
 
 
 def merge_back_spec(base: Path | str, finetuned: Path | str | Sequence[Path | str], m: MergeConfig, *,
-                    folders_exist: bool = True, importance: Sequence[float] | None = None) -> MergeSpec:
-    """The `imm merge` spec of θ_t; with `folders_exist=False` it checks the block before any model exists.
-    `importance`: θ0's importance per block, for an imm_layerwise block that names a measure."""
+                    folders_exist: bool = True, importance: Sequence[float] | None = None,
+                    out_dtype: str = "float32") -> MergeSpec:
+    """The `imm merge` spec of θ_t (computed in float32, written in `out_dtype`); with `folders_exist=False` it
+    checks the block before any model exists. `importance`: θ0's importance per block, for an imm_layerwise
+    block that names a measure."""
     if m.method not in METHODS:
         raise UserError(f"method {m.method!r} is unknown; choose one of {', '.join(sorted(METHODS))}")
     method = METHODS[m.method]
@@ -80,7 +82,7 @@ def merge_back_spec(base: Path | str, finetuned: Path | str | Sequence[Path | st
         normalize = {"normalize": False} if "normalize" in method.shared else {}
         models = [{"model": str(f), **({"parameters": own} if own else {})} for f in finetuned]
         raw = {"merge_method": m.method, "base_model": str(base), "models": models, "parameters": {**shared, **normalize}}
-    return MergeSpec.from_dict({**raw, "dtype": "float32"}, folders_exist=folders_exist)
+    return MergeSpec.from_dict({**raw, "dtype": "float32", "out_dtype": out_dtype}, folders_exist=folders_exist)
 
 
 def check_merge_block(m: MergeConfig) -> None:
@@ -92,14 +94,15 @@ def check_merge_block(m: MergeConfig) -> None:
 
 
 def merge_back(base: Path, finetuned: Path | Sequence[Path], out: Path, m: MergeConfig, seed: int,
-               importance: Callable[[str], Sequence[float]] | None = None) -> str:
-    """θ_t written to `out`; `importance(kind)` gives θ0's importance per block where the block needs it."""
+               importance: Callable[[str], Sequence[float]] | None = None, out_dtype: str = "float32") -> str:
+    """θ_t written to `out` in `out_dtype`; `importance(kind)` gives θ0's importance per block where the block
+    needs it."""
     kind = importance_kind(m)
     if kind is not None and importance is None:
         raise UserError(f"merge_method imm_layerwise reads θ0's {kind} importance, which only a run measures; "
                         "give parameters.importance as one number per block")
     values = importance(kind) if kind is not None else None
-    merge(merge_back_spec(base, finetuned, m, importance=values), out, seed=seed)
+    merge(merge_back_spec(base, finetuned, m, importance=values, out_dtype=out_dtype), out, seed=seed)
     return describe(m)
 
 
