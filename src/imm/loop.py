@@ -60,7 +60,7 @@ class Stages:
     sample: Callable[[Path, int, Path], str]  # (writer, seed, samples.jsonl)
     verify: Callable[[Path, Path, Path], str]  # (samples.jsonl, dataset_stats.json, dataset.jsonl)
     finetune: Callable[[Path, Path, int, Path, Path], str]  # (init, dataset.jsonl, seed, finetune_stats.json, F_t)
-    merge: Callable[[str, Path, list[Path], int, Path], str]  # (arm, θ0, [F_t, ...], seed, θ_t)
+    merge: Callable[[str, Path, list[Path], int, Path, Path], str]  # (arm, θ0, [F_t, ...], seed, θ_t, init of F_t)
     evaluate: Callable[[Path, int, Path], str]  # (model, seed, eval/<model>.json)
     analyse: Callable[[str, int], str]  # (arm, t): tables into the iteration's analysis/
     report: Callable[..., None] = lambda final=False: None  # refresh summary.csv and report/ (report.Refresher)
@@ -98,8 +98,8 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
             log_out=training_log(stats)),
-        merge=lambda arm, theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge_block(arm), seed,
-                                                                   importance=base_importance),
+        merge=lambda arm, theta0, finetuned, seed, out, init: merge_back(theta0, finetuned, out, cfg.merge_block(arm),
+                                                                         seed, importance=base_importance, start=init),
         evaluate=lambda model, seed, out: evaluate_on_run_tasks(
             model, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out),
         analyse=analyse,
@@ -227,10 +227,15 @@ class ArmIteration:
         step("verify", lambda: stages.verify(layout.samples(a, t), layout.dataset_stats(a, t), layout.dataset(a, t)),
              layout.dataset(a, t), shared="verify")  # D_t
 
+    @property
+    def init(self) -> Path:
+        """Where F_t starts: G (paper code) or θ0."""
+        return self.generator if self.cfg.finetune.init_from == "generator" else self.base
+
     def finetunes(self) -> list[StageCall]:
         """F_t, and model_stock's second F_t (same data and init, another seed)."""
         a, t, layout, stages, step = self.arm.name, self.t, self.layout, self.stages, self.step
-        init = self.generator if self.cfg.finetune.init_from == "generator" else self.base
+        init = self.init
         calls = [StageCall(step, "finetune", lambda: stages.finetune(init, layout.dataset(a, t), self.seed("finetune"),
                                                                     layout.finetune_stats(a, t), layout.finetuned(a, t)),
                            layout.finetuned(a, t), shared="finetune")]
@@ -250,8 +255,8 @@ class ArmIteration:
         models = [FINETUNED] if self.arm.evaluates_finetuned or t == 1 else []
         if self.arm.merges:
             finetunes = [call.output for call in self.finetunes()]
-            step("merge", lambda: stages.merge(a, self.base, finetunes, self.seed("merge"), layout.merged(a, t)),
-                 layout.merged(a, t))  # θ_t
+            step("merge", lambda: stages.merge(a, self.base, finetunes, self.seed("merge"), layout.merged(a, t),
+                                               self.init), layout.merged(a, t))  # θ_t
             models.append(MERGED)
         for model in models:
             out = layout.evaluation(a, t, model)
