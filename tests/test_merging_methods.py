@@ -7,7 +7,7 @@ import torch
 
 from imm.merging import sparsify as sp
 from imm.merging.methods import (METHODS, SPARSIFIERS, BaseUse, Sparsifier, TensorParams, generalized_task_arithmetic,
-                                 slerp_pair)
+                                 layerwise_factors, slerp_pair)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -175,8 +175,8 @@ def test_gta_leaves_empty_divisors_at_one():
 
 def test_an_unknown_sparsifier_or_consensus_is_refused_not_run_as_another():
     """The closed sets are enums: a name outside them raises, naming the choices, where it used to fall through to
-    DELLA's MagPrune (sparsifier) or to a count vote (consensus). Each table entry is a member, and each sparsifier
-    has its function."""
+    DELLA's MagPrune (sparsifier), to a count vote (consensus) or to releasing the critical blocks (imm_layerwise's
+    direction). Each table entry is a member, and each sparsifier has its function."""
     params = TensorParams(({"weight": 1.0, "density": 0.5, "epsilon": 0.1},), {"normalize": False})
     with pytest.raises(ValueError, match="unknown sparsifier 'magprune'; choose one of magnitude, magnitude_outliers, "
                                          "random, della_magprune"):
@@ -185,5 +185,7 @@ def test_an_unknown_sparsifier_or_consensus_is_refused_not_run_as_another():
         generalized_task_arithmetic(torch.ones(1, 4), params, [_gen()], sparsify=None, consensus="majority")
     with pytest.raises(ValueError, match="unknown consensus 'majority'"):
         sp.sign_agreement(torch.ones(2, 3), "majority")
+    with pytest.raises(ValueError, match="unknown direction 'sideways'; choose one of protect, release"):
+        layerwise_factors([1.0, 0.0], "sideways", 0.5)
     assert set(SPARSIFIERS) == set(Sparsifier)
     assert all(isinstance(m.base, BaseUse) for m in METHODS.values())

@@ -293,7 +293,14 @@ def summarize(records: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return {f: {"min": min(v), "median": statistics.median(v), "max": max(v)} for f, v in values.items()}
 
 
-def layerwise_factors(importance: Sequence[float], direction: str, strength: float) -> list[float]:
+class Direction(str, Enum):
+    """Which way `imm_layerwise` moves λ: σ = −1 protects the critical blocks, +1 releases them."""
+
+    PROTECT = "protect"
+    RELEASE = "release"
+
+
+def layerwise_factors(importance: Sequence[float], direction: Direction | str, strength: float) -> list[float]:
     """The per-block multipliers of λ in `imm_layerwise` [ours]: the critical blocks are the top quarter by θ0's
     importance (imm.analysis.superficiality.critical_layers: ⌈L/4⌉, ties to the lower index); with
     σ = −1 to protect them and +1 to release them, a critical block gets 1 + σ·s and every other block
@@ -304,7 +311,7 @@ def layerwise_factors(importance: Sequence[float], direction: str, strength: flo
     critical = set(critical_layers(dict(enumerate(importance))))
     if len(critical) == n:  # one block: nothing to redistribute
         return [1.0] * n
-    sigma = -1.0 if direction == "protect" else 1.0
+    sigma = -1.0 if closed(Direction, direction) is Direction.PROTECT else 1.0
     rest = 1 - sigma * strength * len(critical) / (n - len(critical))
     return [1 + sigma * strength if i in critical else rest for i in range(n)]
 
@@ -382,7 +389,7 @@ METHODS: dict[str, Method] = {
     "imm_layerwise": Method(
         imm_layerwise, task_vectors=True, elementwise=True, base=BaseUse.REQUIRED,
         per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
-        shared={"importance": Param(REQUIRED, list), "direction": Param("protect", str, ("protect", "release")),
+        shared={"importance": Param(REQUIRED, list), "direction": Param(Direction.PROTECT.value, str, tuple(d.value for d in Direction)),
                 "strength": Param(0.5, low=0.0, high=1.0)},
         max_models=1,
     ),
