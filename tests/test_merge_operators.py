@@ -217,9 +217,7 @@ def test_model_stock_at_t2_of_a_toy_loop_measures_from_g_and_records_each_t(tmp_
     0.2 per entry: cos ≈ 0.2²/(0.2² + 0.1²) = 0.8 and t ≈ 1.6/1.8 = 0.889 on every tensor (the earlier definition, what
     merging without the start measures). About G only ε and ε′ remain: cos ≈ 0 within about 1/√N (N ≥ 64 entries a
     tensor), so t is near 0 (0 where cos < 0): median below 0.1. A tensor with t = 0 is G itself."""
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = tiny_llama(64, hidden=64, heads=2, seed=0)  # then the noise draws, from the same seeded stream
     model.save_pretrained(tmp_path / "theta0")
     base = {k: v.clone() for k, v in model.state_dict().items()}
     for name, noise in (("G", 0.0), ("F", 0.1), ("F2", 0.1)):
