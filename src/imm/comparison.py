@@ -26,7 +26,8 @@ from imm.errors import UserError
 from imm.report.cli import INDEX, TABLES
 
 # The operators compared by default. λ = 0.5 and density 0.8 where an operator reads them (as the paper's IMM);
-# LiNeS's α, β give λ(ℓ) from 0.25 at the input to 0.75 at the output (mean 0.5); ExPO's α as FusionBench ships it.
+# LiNeS's α, β give λ(ℓ) from 0.25 at the input to 0.75 at the output (mean 0.5); ExPO with DARE's α and DARE
+# density (1 − sparsity 0.5) as FusionBench ships them.
 OPERATORS: dict[str, MergeConfig] = {  # in the order they run
     "layerwise_protect": MergeConfig(method="imm_layerwise", weight=0.5, density=0.8,
                                      parameters={"importance": ImportanceKind.INFLUENCE.value, "direction": "protect", "strength": 0.5}),
@@ -35,7 +36,7 @@ OPERATORS: dict[str, MergeConfig] = {  # in the order they run
     "lines": MergeConfig(method="lines", parameters={"alpha": 0.25, "beta": 0.5}),
     "model_stock": MergeConfig(method="model_stock"),
     "wise_ft": MergeConfig(method="wise_ft", weight=0.5),
-    "expo_dare": MergeConfig(method="expo_dare", density=0.8, parameters={"alpha": 0.1}),
+    "expo_dare": MergeConfig(method="expo_dare", density=0.5, parameters={"alpha": 0.1}),
 }
 BASELINES = ("self_improve", "imm")
 

@@ -51,7 +51,7 @@ class Stages:
     sample: Callable[[Path, int, Path], str]  # (writer, seed, samples.jsonl)
     verify: Callable[[Path, Path, Path], str]  # (samples.jsonl, dataset_stats.json, dataset.jsonl)
     finetune: Callable[[Path, Path, int, Path, Path], str]  # (init, dataset.jsonl, seed, finetune_stats.json, F_t)
-    merge: Callable[[str, Path, list[Path], int, Path], str]  # (arm, θ0, [F_t, ...], seed, θ_t)
+    merge: Callable[[str, Path, list[Path], int, Path, Path], str]  # (arm, θ0, [F_t, ...], seed, θ_t, init of F_t)
     evaluate: Callable[[Path, int, Path], str]  # (model, seed, eval/<model>.json)
     analyse: Callable[[str, int], str]  # (arm, t): tables into the iteration's analysis/
     report: Callable[..., None] = lambda final=False: None  # refresh summary.csv and report/ (report.Refresher)
@@ -82,8 +82,9 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
         finetune=lambda init, dataset, seed, stats, out: finetune_checkpoint(
             init, read_training_set(dataset), cfg.finetune, out, stats, seed=seed, device=cfg.model.device,
             log_out=training_log(stats), dtype=saved),
-        merge=lambda arm, theta0, finetuned, seed, out: merge_back(theta0, finetuned, out, cfg.merge_block(arm), seed,
-                                                                   importance=base_importance, out_dtype=saved),
+        merge=lambda arm, theta0, finetuned, seed, out, init: merge_back(
+            theta0, finetuned, out, cfg.merge_block(arm), seed, importance=base_importance, out_dtype=saved,
+            start=init),
         evaluate=lambda model, seed, out: evaluate_on_run_tasks(
             model, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out),
         analyse=analyse,

@@ -225,7 +225,7 @@ class Runner:
     def finetunes(self, it: ArmIteration) -> list[StageCall]:
         """F_t, and model_stock's second F_t (same data and init, another seed)."""
         a, t, layout, stages = it.arm.name, it.t, self.layout, self.stages
-        init = it.generator if self.cfg.finetune.init_from is InitFrom.GENERATOR else self.models.base
+        init = self.init(it)
         calls = [StageCall(self.step(it), Stage.FINETUNE, lambda: stages.finetune(
             init, layout.dataset(a, t), self.seed(t, "finetune"), layout.finetune_stats(a, t), layout.finetuned(a, t)),
             layout.finetuned(a, t), shared=Stage.FINETUNE)]
@@ -239,12 +239,17 @@ class Runner:
             calls.append(StageCall(self.step(it), Stage.FINETUNE, train_second, second))
         return calls
 
+    def init(self, it: ArmIteration) -> Path:
+        """Where F_t starts: G (paper code) or θ0."""
+        return it.generator if self.cfg.finetune.init_from is InitFrom.GENERATOR else self.models.base
+
     def merge(self, arms: list[ArmIteration]) -> None:
         for it in (it for it in arms if it.arm.merges):
             a, t = it.arm.name, it.t
             finetunes = [call.output for call in self.finetunes(it)]
             self.step(it)(Stage.MERGE, lambda: self.stages.merge(a, self.models.base, finetunes, self.seed(t, "merge"),
-                                                                 self.layout.merged(a, t)), self.layout.merged(a, t))
+                                                                 self.layout.merged(a, t), self.init(it)),
+                          self.layout.merged(a, t))
 
     def evaluate(self, arms: list[ArmIteration]) -> None:
         """F_t where the arm evaluates it (every arm at t = 1), and θ_t where the arm merges."""
