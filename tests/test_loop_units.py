@@ -9,7 +9,8 @@ from transformers import LlamaForCausalLM
 from imm.config import RunConfig, apply_override, from_dict, to_dict
 from imm.errors import UserError
 from imm.layout import RunLayout
-from imm.loop import prepare_run_dir, stage_seed
+from imm.layout import prepare_run_dir
+from imm.stage_runner import stage_seed
 from imm.merging.merge_back import merge_back
 from imm.sampling import Sample
 from imm.verify.training_set import select

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from imm.config import CheckpointDtype
 from imm.errors import UserError
 from imm.outputs import output_dir
 
@@ -111,7 +112,6 @@ def checkpoint_dtype(setting: str, base: str | Path) -> str:
     """The dtype F_t and θ_t are written in (model.checkpoint_dtype, imm.config.CheckpointDtype): `setting`
     itself, or for "base" the dtype holding most of θ0's floating weights (float32 where that is none of
     float32, bfloat16 and float16)."""
-    from imm.config import CheckpointDtype
     from imm.tensor_files import tensor_table
 
     if setting not in set(CheckpointDtype):
