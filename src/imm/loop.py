@@ -1,4 +1,4 @@
-"""`imm run`: self-improvement, distillation and Iterative Model Merging side by side (METHOD.md §2).
+"""`imm run`: self-improvement, distillation and Iterative Model Merging side by side (docs/method.md §2).
 
     imm run [--config NAME|PATH] [KEY=VALUE ...] [--restart]
 
