@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/checker_corpus.py --build        # (re)writes tests/data/checker_corpus.jsonl
     .venv/bin/python benchmarks/checker_corpus.py                # agreement / false accepts / rejects per class
-    .venv/bin/python benchmarks/checker_corpus.py --append-docs  # and appends the table to docs/benchmarks.md
+    .venv/bin/python benchmarks/checker_corpus.py --append-docs  # and writes its section of docs/benchmarks.md
 
 Each row is a model-style completion, the gold answer, the task whose checker judges it, the right
 verdict (`label`), the class of answer form it tests and `why` the label is right. Rows are derived by
@@ -16,13 +16,14 @@ every class of issue 13. Building needs the offline data; scoring needs only the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
+
+from _log import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -285,13 +286,10 @@ def main() -> int:
 
 
 def _append_docs(text: str) -> None:
-    section = (f"\n## Answer checker against the labelled corpus ({datetime.date.today().isoformat()})\n\n"
-               f"Machine: 2-core CPU, 24 GiB (shared with other jobs while measured).\n"
-               f"Command: `.venv/bin/python benchmarks/checker_corpus.py --append-docs`\n\n"
-               f"Corpus: `tests/data/checker_corpus.jsonl` (built by `--build` from GSM8K test and Minerva MATH golds, "
-               f"plus hand-written MATH-style golds and hostile answers).\n\n{text}\n")
-    with open(ROOT / "docs" / "benchmarks.md", "a", encoding="utf-8") as f:
-        f.write(section)
+    corpus = ("Corpus: `tests/data/checker_corpus.jsonl` (built by `--build` from GSM8K test and Minerva MATH golds, "
+              "plus hand-written MATH-style golds and hostile answers).")
+    write_section("Answer checker against the labelled corpus", [corpus, "", text],
+                  command=".venv/bin/python benchmarks/checker_corpus.py --append-docs")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ import random
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.finetune import IGNORE, FinetuneConfig, bucketed_batches, collate, encode_example, lr_at, sum_loss, train
 from imm.world.tokenizer import train_tokenizer
+
+from tiny import tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +19,7 @@ def tok():
 
 
 def tiny_model(vocab: int) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(vocab, max_position_embeddings=128)
 
 
 def test_loss_mask_covers_the_response_and_eos_only(tok):

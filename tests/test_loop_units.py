@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.config import RunConfig, apply_override, from_dict, to_dict
 from imm.errors import UserError
@@ -13,6 +13,8 @@ from imm.loop import prepare_run_dir, stage_seed
 from imm.merging.merge_back import merge_back
 from imm.sampling import Sample
 from imm.verify.training_set import select
+
+from tiny import tiny_llama
 
 
 def row(qid, completion, correct=True, steps=True):
@@ -110,9 +112,7 @@ def test_a_run_resumes_under_other_run_options(tmp_path):
 
 
 def _save_tiny(path, fill=None):
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = tiny_llama(32, hidden=16, heads=2)
     if fill is not None:
         with torch.no_grad():
             for p in model.parameters():
@@ -153,7 +153,8 @@ NEEDS_LOCAL_FILES = {"smollm2"}  # a converted checkpoint and GSM8K files: valid
 
 def test_every_shipped_config_loads_and_validates():
     """Configs cannot rot: each shipped YAML must match the dataclasses and pass validation."""
-    from imm.config import CONFIG_DIR, load_config
+    from imm.config import CONFIG_DIR
+    from imm.preflight import load_config
 
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"default", "smoke"} <= set(names)

@@ -7,13 +7,15 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from imm.config import MergeConfig, load_config
+from imm.config import MergeConfig
+from imm.preflight import load_config
 from imm.errors import UserError
 from imm.merging import MergeSpec, merge
 from imm.merging.merge_back import merge_back, merge_back_spec
 from imm.merging.methods import METHODS, TensorParams, layerwise_factors, lines_scale, stock_ratio
+
+from tiny import tiny_llama
 
 
 def _run(name, deltas, per_model=({},), shared=None, layer=None, layers=1, seed=0):
@@ -95,9 +97,7 @@ SHIFT = 0.2
 def pair(tmp_path_factory):
     """θ0, F = θ0 + 0.2 and F′ = θ0 + 0.4 on every entry; 2 decoder blocks."""
     root = tmp_path_factory.mktemp("pair")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = tiny_llama(32, hidden=16, heads=2)
     model.save_pretrained(root / "base")
     for name in ("shifted", "shifted_twice"):
         with torch.no_grad():

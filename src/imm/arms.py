@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Collection
 
+from imm.errors import UserError
+
 
 class Source(str, Enum):
     """Who writes S_t."""
@@ -59,11 +61,19 @@ def get_arm(name: str, merge_arms: Collection[str] = ()) -> Arm:
     if name in merge_arms:  # F_t is only its merge's input: θ_t alone is evaluated (half the evaluation)
         return Arm(name, Source.GENERATOR, merges=True, evaluates_finetuned=False)
     if name not in ARMS:
-        from imm.errors import UserError
-
         raise UserError(f"unknown arm {name!r}; choose among {', '.join(ARMS)}, e.g. arms=[self_improve,imm], "
                         "or name a merging arm under merge_arms")
     return ARMS[name]
+
+
+def check_arms(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> None:
+    """At least one arm, each known and listed once."""
+    if not names:
+        raise UserError(f"arms must name at least one of {list(ARMS)}")
+    for name in names:
+        get_arm(name, merge_arms)
+    if len(set(names)) != len(names):
+        raise UserError(f"arms lists an arm twice: {list(names)}; list each once")
 
 
 def needs_teacher(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> bool:
