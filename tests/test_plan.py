@@ -3,7 +3,7 @@
 import pytest
 
 from imm.cli import main
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.models import BUILTIN_DIR
 from imm.plan import disk_bytes, format_plan, make_plan, stage_seconds
 from imm.plan_memory import MIB, ModelShape, generation_memory, lora_parameters, read_shape, training_memory

@@ -2,7 +2,8 @@
 
     imm plan [--config NAME|PATH] [KEY=VALUE ...] [--tokens-per-second N] [--train-tokens-per-second N]
 
-The config is validated as `imm run` validates it and the models are found as it finds them (a hub id is
+The config is validated as `imm run` validates it (imm.preflight: every problem at once) and the models are found
+as it finds them (a hub id is
 looked up, its config.json only); nothing is written and no weights are loaded. Then, per stage and in total:
 
     work    prompts, samples and the generated-token budget (every answer at its max_new_tokens), training
@@ -24,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from imm.arms import Arm, Source, shared_stages
-from imm.config import RunConfig, load_config
+from imm.config import FinetuneMethod, InitFrom, RunConfig
 from imm.errors import UserError
 from imm.merging.merge_back import fine_tunes
 from imm.plan_memory import BYTES, MIB, Memory, ModelShape, generation_memory, lora_parameters, merge_memory, \
@@ -90,7 +91,7 @@ def count_work(plan: Plan) -> None:
 
 def _iteration(plan: Plan, arms: list[Arm], i: int, arm: Arm, t: int) -> None:
     cfg, w = plan.cfg, plan.work
-    base_init = cfg.finetune.init_from == "base"
+    base_init = cfg.finetune.init_from is InitFrom.BASE
     n, k, new = cfg.data.train_questions, cfg.sampling.k, cfg.sampling.max_new_tokens
     if computed(arms, i, "sample", t, base_init):
         w["sample"].add(runs=1, prompts=n, samples=n * k, generated_tokens=n * k * new)
@@ -165,7 +166,7 @@ def stage_memory(plan: Plan, device: str, runtime: int) -> dict[str, Memory]:
                                  prompt_tokens=lengths.max_prompt, new_tokens=new, workers=workers, runtime=runtime)
 
     f = cfg.finetune
-    trained = shape.parameters if f.method == "full" else lora_parameters(shape, f.lora_rank, f.lora_targets)
+    trained = shape.parameters if f.method is FinetuneMethod.FULL else lora_parameters(shape, f.lora_rank, f.lora_targets)
     train = training_memory(shape, trained=trained, batch=f.batch_size, tokens=sequence_tokens(plan, mean=False),
                             autocast=use_bf16_autocast(f.bf16_autocast, device.split(":")[0]),
                             checkpointing=f.gradient_checkpointing, runtime=runtime)
@@ -317,6 +318,8 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
     if args.prompt_tokens < 1:
         raise UserError(f"--prompt-tokens must be at least 1, got {args.prompt_tokens}")
+    from imm.preflight import load_config
+
     cfg = load_config(args.config, tuple(args.overrides))
     plan = make_plan(cfg, args.prompt_tokens)
     device = pick_device(cfg.model.device)
