@@ -161,19 +161,24 @@ def stage_memory(plan: Plan, device: str, runtime: int) -> dict[str, Memory]:
     dtype_bytes = BYTES[str(pick_dtype(cfg.model.dtype, device)).removeprefix("torch.")]
     workers = cpu_workers(cfg.model.workers, device) if device == "cpu" else 1
 
-    def generation(rows: int, k: int, new: int) -> Memory:
-        return generation_memory(shape, dtype_bytes, rows=rows, prompt_rows=max(1, rows // k),
+    def generation(batch_size: int, k: int, prompts: int, new: int) -> Memory:
+        """A batch holds batch_size // k prompts of one request (imm.engines.hf), k rows each."""
+        per_batch = min(max(1, batch_size // k), prompts)
+        return generation_memory(shape, dtype_bytes, rows=per_batch * k, prompt_rows=per_batch,
                                  prompt_tokens=lengths.max_prompt, new_tokens=new, workers=workers, runtime=runtime)
 
-    f = cfg.finetune
+    f, s, e = cfg.finetune, cfg.sampling, cfg.eval
     trained = shape.parameters if f.method is FinetuneMethod.FULL else lora_parameters(shape, f.lora_rank, f.lora_targets)
-    train = training_memory(shape, trained=trained, batch=f.batch_size, tokens=sequence_tokens(plan, mean=False),
+    batch = min(f.batch_size, cfg.data.train_questions * kept_per_question(cfg))
+    train = training_memory(shape, trained=trained, batch=batch, tokens=sequence_tokens(plan, mean=False),
                             autocast=use_bf16_autocast(f.bf16_autocast, device.split(":")[0]),
                             checkpointing=f.gradient_checkpointing, runtime=runtime)
-    e = cfg.eval
-    return {"sample": generation(cfg.sampling.batch_size, cfg.sampling.k, cfg.sampling.max_new_tokens),
+    evaluations = [generation(e.batch_size, 1, e.limit, e.max_new_tokens)]
+    if e.diversity_k:
+        evaluations.append(generation(e.batch_size, e.diversity_k, e.diversity_questions, e.max_new_tokens))
+    return {"sample": generation(s.batch_size, s.k, cfg.data.train_questions, s.max_new_tokens),
             "finetune": train, "merge": merge_memory(shape, runtime),
-            "evaluate": generation(e.batch_size, 1, e.max_new_tokens)}
+            "evaluate": max(evaluations, key=lambda m: m.total)}
 
 
 def checkpoint_bytes(shape: ModelShape) -> int:
