@@ -5,8 +5,8 @@ import pytest
 from imm.cli import main
 from imm.preflight import load_config
 from imm.models import BUILTIN_DIR
-from imm.plan import disk_bytes, format_plan, make_plan, stage_seconds
-from imm.plan_memory import MIB, ModelShape, generation_memory, lora_parameters, read_shape, training_memory
+from imm.plan import disk_bytes, format_plan, make_plan, side_by_side, stage_seconds, training_lanes
+from imm.plan_memory import MIB, Memory, ModelShape, generation_memory, lora_parameters, read_shape, training_memory
 
 PAPER = ("model.base=" + str(BUILTIN_DIR),)  # tests are offline: a local checkpoint in place of the hub id
 
@@ -110,3 +110,14 @@ def test_time_needs_the_throughput_of_each_kind_of_work():
     assert stage_seconds(finetune, 0.0, 1_000.0) == pytest.approx(172_177.92)
     assert stage_seconds(sample, 1_000.0, 0.0) == pytest.approx(57_392.64)
     assert MIB == 2**20
+
+
+def test_fine_tunes_trained_side_by_side_each_hold_their_own_memory():
+    """default, 3 iterations: F_1 is shared, from t = 2 both arms train one; on a CPU with 2 threads those two
+    train at once in 2 forked processes, each with its own weights, gradients, optimizer and activations (the
+    runtime is shared on forking); with finetune.side_by_side=false they train one after the other."""
+    plan = make_plan(load_config("default", ("model.threads=2",)))
+    assert plan.finetunes_at_once == 2 and training_lanes(plan, "cpu") == 2 and training_lanes(plan, "cuda") == 1
+    apart = make_plan(load_config("default", ("model.threads=2", "finetune.side_by_side=false")))
+    assert training_lanes(apart, "cpu") == 1
+    assert side_by_side(Memory((("weights", 10), ("runtime", 5))), 2).parts == (("weights", 20), ("runtime", 5))

@@ -68,6 +68,7 @@ class Plan:
     shape: ModelShape
     lengths: Lengths
     work: dict[str, Work] = field(default_factory=lambda: {s: Work() for s in STAGES})
+    finetunes_at_once: int = 1  # the most fine-tunes one iteration trains (side by side on a CPU: imm.side_by_side)
 
 
 def computed(arms: list[Arm], i: int, stage: str, t: int, init_from_base: bool) -> bool:
@@ -100,6 +101,9 @@ def _iteration(plan: Plan, arms: list[Arm], i: int, arm: Arm, t: int) -> None:
         trainings = fine_tunes(cfg.merge_block(arm.name)) if arm.merges else 1
         for _ in range(trainings):
             _finetune(plan)
+        trained = sum(computed(arms, j, "finetune", t, base_init) * (fine_tunes(cfg.merge_block(a.name)) if a.merges
+                                                                     else 1) for j, a in enumerate(arms))
+        plan.finetunes_at_once = max(plan.finetunes_at_once, trained)
     if arm.merges:
         w["merge"].add(runs=1, merges=1)
     if (arm.evaluates_finetuned or t == 1) and computed(arms, i, "evaluate", t, base_init):
@@ -177,8 +181,25 @@ def stage_memory(plan: Plan, device: str, runtime: int) -> dict[str, Memory]:
     if e.diversity_k:
         evaluations.append(generation(e.batch_size, e.diversity_k, e.diversity_questions, e.max_new_tokens))
     return {"sample": generation(s.batch_size, s.k, cfg.data.train_questions, s.max_new_tokens),
-            "finetune": train, "merge": merge_memory(shape, runtime),
+            "finetune": side_by_side(train, training_lanes(plan, device)), "merge": merge_memory(shape, runtime),
             "evaluate": max(evaluations, key=lambda m: m.total)}
+
+
+def training_lanes(plan: Plan, device: str) -> int:
+    """Fine-tunes that train at once, each in its own forked process (imm.loop.trains_side_by_side)."""
+    import torch
+
+    from imm.loop import trains_side_by_side
+    from imm.side_by_side import at_once
+
+    if device != "cpu" or not trains_side_by_side(plan.cfg):
+        return 1
+    return at_once(plan.finetunes_at_once, plan.cfg.model.threads or torch.get_num_threads())
+
+
+def side_by_side(memory: Memory, lanes: int) -> Memory:
+    """`lanes` processes' memory: each its own copy of every part but the runtime they share on forking."""
+    return Memory(tuple((name, n if name == "runtime" else lanes * n) for name, n in memory.parts))
 
 
 def checkpoint_bytes(shape: ModelShape) -> int:
