@@ -30,11 +30,12 @@ from imm.tasks.registry import get_task
 
 
 def gsm8k_prompts(cfg, tokenizer, n: int):
-    """(prompt, " " + gold solution) for the first n GSM8K train questions, prompted as the run prompts."""
+    """(prompt, gold solution) for the first n GSM8K train questions, prompted as the run prompts and the
+    solution written as D_t writes a completion (Prompter.response: no space after a chat prompt)."""
     task = get_task(cfg.data.train_task)
     problems = task.problems("train")[:n]
     build = prompter(task, cfg.prompt, tokenizer, problems)
-    return [(build(p), " " + p.solution) for p in problems]
+    return [(build(p), build.response(p.solution)) for p in problems]
 
 
 def sampling_row(cfg, questions: int) -> str:

@@ -126,4 +126,11 @@ def test_imm_eval_checks_tasks_before_loading_the_model(tmp_path, capsys):
     gsm = tmp_path / "gsm.jsonl"
     gsm.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n", encoding="utf-8")
     assert cli.main(["eval", "--model", "x", "--task", f"gsm8k={gsm}", "--shots", "1", "--out", str(tmp_path / "out")]) == 2
+    # one file is read for both splits: its worked examples would be the evaluated set itself
+    assert "gsm8k has no train split apart from the set it is evaluated on" in capsys.readouterr().err
+    folder = tmp_path / "gsm"
+    folder.mkdir()
+    (folder / "test.jsonl").write_text(gsm.read_text(), encoding="utf-8")
+    (folder / "train.jsonl").write_text(gsm.read_text(), encoding="utf-8")  # its one example is the asked question
+    assert cli.main(["eval", "--model", "x", "--task", f"gsm8k={folder}", "--shots", "1", "--out", str(tmp_path / "out")]) == 2
     assert "gsm8k has 0 worked examples outside the asked questions, fewer than prompt.shots=1" in capsys.readouterr().err

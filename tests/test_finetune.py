@@ -31,9 +31,12 @@ def test_loss_mask_covers_the_response_and_eos_only(tok):
     assert len(ids) == n_prompt + len(tok(response)["input_ids"]) + 1
 
 
-def test_truncation_keeps_ids_and_labels_aligned(tok):
-    ids, labels = encode_example(tok, "Question: 2 + 3 = ?", " 5", max_length=4)
-    assert len(ids) == len(labels) == 4 and set(labels) == {IGNORE}
+def test_an_example_whose_question_and_response_do_not_fit_is_dropped_not_cut(tok):
+    """Cutting from the right would keep prompt tokens and lose the response (no loss left): None instead."""
+    assert encode_example(tok, "Question: 2 + 3 = ?", " 5", max_length=4) is None
+    n = len(tok("Question: 2 + 3 = ?")["input_ids"]) + len(tok(" 5")["input_ids"]) + 1
+    ids, labels = encode_example(tok, "Question: 2 + 3 = ?", " 5", max_length=n)
+    assert len(ids) == len(labels) == n and labels[-1] == tok.eos_token_id
 
 
 def test_collate_pads_right_and_masks_padding():

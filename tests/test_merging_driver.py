@@ -177,11 +177,11 @@ def test_missing_safetensors_is_a_user_error(llama, tmp_path):
 def test_failed_merge_leaves_no_output(llama, tmp_path, monkeypatch):
     calls = []
 
-    def failing(plan, job, seed, device="cpu", reader=None):
+    def failing(plan, job, seed, device="cpu", reader=None, records=None):
         calls.append(job)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return real(plan, job, seed, device, reader)
+        return real(plan, job, seed, device, reader, records)
 
     real = driver.merge_tensor
     monkeypatch.setattr(driver, "merge_tensor", failing)

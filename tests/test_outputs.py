@@ -252,7 +252,7 @@ def test_imm_run_writes_only_into_new_folders_or_runs(tmp_path, capsys):
 def test_imm_run_restart_removes_only_a_run_folder(tmp_path, capsys):
     from imm.preflight import load_config
     from imm.layout import RunLayout
-    from imm.loop import prepare_run_dir
+    from imm.layout import prepare_run_dir
 
     cfg = load_config("smoke", (f"out_dir={tmp_path}", "name=r"))
     layout = RunLayout(cfg.run_dir)

@@ -20,7 +20,8 @@ def test_the_paper_config_is_counted_as_the_loop_runs_it():
       min(512, 256 + 512 + 1) = 512 tokens → 172,177,920; steps ⌈22,419 / 64⌉ = 351 × 3 = 1,053 → 5,265.
     - evaluate: θ0; t = 1: F_1 once and θ_1; t = 2, 3: both F_t and θ_t → 1 + 2 + 3 + 3 = 9 runs, each
       4 × 1,319 = 5,276 greedy + 200 × 4 diversity samples = 6,076 samples, × 512 = 3,110,912 tokens.
-    - disk: 5 F_t + 3 θ_t, float32, 1,440,640 parameters (the built-in model's) × 4 bytes each."""
+    - disk: 5 F_t + 3 θ_t in θ0's dtype (the built-in model's float32), 1,440,640 parameters × 4 bytes each;
+      with model.checkpoint_dtype=bfloat16, 2 bytes each."""
     plan = make_plan(load_config("paper-gsm8k", PAPER))
     w = plan.work
     assert not plan.lengths.measured and plan.lengths.max_prompt == 256
@@ -30,6 +31,8 @@ def test_the_paper_config_is_counted_as_the_loop_runs_it():
     assert w["finetune"].steps == 5_265 and (w["merge"].runs, w["merge"].merges) == (3, 3)
     assert (w["evaluate"].runs, w["evaluate"].samples, w["evaluate"].generated_tokens) == (9, 9 * 6_076, 9 * 3_110_912)
     assert plan.shape.parameters == 1_440_640 and disk_bytes(plan) == 8 * 1_440_640 * 4
+    halved = make_plan(load_config("paper-gsm8k", (*PAPER, "model.checkpoint_dtype=bfloat16")))
+    assert disk_bytes(halved) == 8 * 1_440_640 * 2
     table = format_plan(plan, "cpu", runtime=0)
     assert "| finetune | 5 |" in table and "5 F_t + 3 theta_t" in table
 

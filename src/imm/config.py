@@ -54,6 +54,15 @@ class FinetuneMethod(enum.StrEnum):
     LORA = "lora"  # a LoRA adapter, folded into the weights [ours]
 
 
+class CheckpointDtype(enum.StrEnum):
+    """The dtype F_t and θ_t are saved in (imm.models.checkpoint_dtype); training itself runs in float32."""
+
+    BASE = "base"  # θ0's own [ours]: a bfloat16 model's checkpoints take half the disk of float32 ones
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
 class ImportanceKind(enum.StrEnum):
     """The layer-importance measures (imm.analysis.importance.MEASURES has one row each)."""
 
@@ -72,6 +81,7 @@ class ModelConfig:
     workers: int = run_option(0)  # CPU generation processes (imm.engines.hf); 0 = one per core, 1 on a GPU
     allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.models)
     trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
+    checkpoint_dtype: CheckpointDtype = CheckpointDtype.BASE  # F_t and θ_t saved as: base (θ0's dtype) | float32 | ...
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,8 @@ class FinetuneConfig:
     warmup_ratio: float = 0.03  # [paper code]
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int = 512  # [paper code]
+    max_length: int = 512  # [paper code] tokens per example: the response always whole (imm.finetune.encode_examples)
+    prompt_shots: int = 0  # [paper code: the question alone] worked examples in a training prompt [ours: more]
     bucket_chunks: int = 50  # batches per length-sorted chunk: larger = less padding, less shuffling
     method: FinetuneMethod = FinetuneMethod.FULL  # full: every weight [paper]; lora: a folded LoRA adapter [ours]
     lora_rank: int = 16

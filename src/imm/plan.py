@@ -21,6 +21,7 @@ local files (the built-in world tasks too); for a hub data set `--prompt-tokens`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -59,6 +60,8 @@ class Lengths:
 
     mean_prompt: int
     max_prompt: int
+    mean_train_prompt: int  # a training prompt: finetune.prompt_shots worked examples, not prompt.shots
+    max_train_prompt: int
     measured: bool  # from the data with the tokenizer; else `--prompt-tokens`
 
 
@@ -122,7 +125,7 @@ def kept_per_question(cfg: RunConfig) -> int:
 
 def sequence_tokens(plan: Plan, mean: bool) -> int:
     """A training sequence's tokens at most: prompt + a whole answer, cut at finetune.max_length."""
-    prompt = plan.lengths.mean_prompt if mean else plan.lengths.max_prompt
+    prompt = plan.lengths.mean_train_prompt if mean else plan.lengths.max_train_prompt
     return min(plan.cfg.finetune.max_length, prompt + plan.cfg.sampling.max_new_tokens + 1)
 
 
@@ -202,13 +205,24 @@ def side_by_side(memory: Memory, lanes: int) -> Memory:
     return Memory(tuple((name, n if name == "runtime" else lanes * n) for name, n in memory.parts))
 
 
-def checkpoint_bytes(shape: ModelShape) -> int:
-    """One saved F_t or θ_t: fine-tuning and merging write float32 (imm.finetune, imm.merging.merge_back)."""
-    return shape.parameters * BYTES["float32"]
+def checkpoint_bytes(plan: Plan) -> int:
+    """One saved F_t or θ_t, in model.checkpoint_dtype (imm.models.checkpoint_dtype: "base" is θ0's dtype, read
+    from its weights when local, from its config.json for a hub id)."""
+    from pathlib import Path
+
+    from imm.config import CheckpointDtype
+    from imm.models import checkpoint_dtype, resolve_model_path
+
+    setting = plan.cfg.model.checkpoint_dtype
+    if setting != CheckpointDtype.BASE:
+        return plan.shape.parameters * BYTES[str(setting)]
+    if isinstance(resolve_model_path(plan.cfg.model.base), Path):
+        return plan.shape.parameters * BYTES[checkpoint_dtype(setting, plan.cfg.model.base)]
+    return plan.shape.parameters * BYTES.get(plan.shape.stored_dtype, BYTES["float32"])
 
 
 def disk_bytes(plan: Plan) -> int:
-    return (plan.work["finetune"].runs + plan.work["merge"].runs) * checkpoint_bytes(plan.shape)
+    return (plan.work["finetune"].runs + plan.work["merge"].runs) * checkpoint_bytes(plan)
 
 
 def stage_seconds(work: Work, generation_tps: float, training_tps: float) -> float | None:
@@ -257,22 +271,26 @@ def prompt_lengths(cfg: RunConfig, folder, assumed: int, count: int = 64) -> tup
 
     task = get_task(cfg.data.train_task)
     if folder is None or (isinstance(task, FileTask) and task.path is None):
-        return Lengths(assumed, assumed, measured=False), None
+        return Lengths(assumed, assumed, assumed, assumed, measured=False), None
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     problems = task.problems("train")
-    ask = prompter(task, cfg.prompt, tokenizer)
-    sizes = [len(tokenizer(ask(p), add_special_tokens=False)["input_ids"]) for p in problems[:count]]
-    return Lengths(round(sum(sizes) / len(sizes)), max(sizes), measured=True), len(problems)
+    asked = problems[:count]
+
+    def sizes(shots: int) -> list[int]:
+        ask = prompter(task, dataclasses.replace(cfg.prompt, shots=shots), tokenizer, asked=asked)
+        return [len(tokenizer(ask(p), add_special_tokens=False)["input_ids"]) for p in asked]
+
+    sampled, trained = sizes(cfg.prompt.shots), sizes(cfg.finetune.prompt_shots)
+    return Lengths(round(sum(sampled) / len(sampled)), max(sampled), round(sum(trained) / len(trained)), max(trained),
+                   measured=True), len(problems)
 
 
 def make_plan(cfg: RunConfig, assumed_prompt_tokens: int = 256) -> Plan:
     shape, folder = model_shape(cfg.model.base)
     lengths, train_size = prompt_lengths(cfg, folder, assumed_prompt_tokens)
     if train_size is not None and train_size < cfg.data.train_questions:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_questions=train_size))
     plan = Plan(cfg, shape, lengths)
     count_work(plan)
@@ -291,7 +309,8 @@ def format_plan(plan: Plan, device: str, runtime: int, generation_tps: float = 0
     source = "measured on the first training prompts" if lengths.measured else "assumed: --prompt-tokens"
     lines = [f"imm plan: {cfg.name}, {len(cfg.arms)} arms x {cfg.iterations} iterations, model {cfg.model.base} "
              f"({shape.parameters / 1e6:,.1f}M parameters, {shape.blocks} blocks), {device}",
-             f"prompt tokens: mean {lengths.mean_prompt}, longest {lengths.max_prompt} ({source}); "
+             f"prompt tokens: mean {lengths.mean_prompt}, longest {lengths.max_prompt}; training prompts: mean "
+             f"{lengths.mean_train_prompt}, longest {lengths.max_train_prompt} ({source}); "
              f"{cfg.data.train_questions:,} training questions x {cfg.sampling.k} samples",
              "",
              "| stage | runs | prompts | samples | generated tokens <= | train sequences <= | train tokens <= "
@@ -308,7 +327,7 @@ def format_plan(plan: Plan, device: str, runtime: int, generation_tps: float = 0
     lines += ["", "memory by part (MiB):"] + [f"  {name:<9} {m.describe()}" for name, m in memory.items()]
     disk = disk_bytes(plan)
     lines += ["", f"disk: {plan.work['finetune'].runs} F_t + {plan.work['merge'].runs} theta_t checkpoints x "
-                  f"{checkpoint_bytes(shape) / GIB:,.2f} GiB = {disk / GIB:,.2f} GiB"]
+                  f"{checkpoint_bytes(plan) / GIB:,.2f} GiB = {disk / GIB:,.2f} GiB"]
     if not (generation_tps and training_tps):
         lines.append("time: pass --tokens-per-second (generation) and --train-tokens-per-second (training)")
     return "\n".join(lines)
