@@ -8,7 +8,8 @@ counts the pages they share with the parent once per worker, so their sum is not
 config.yaml is planned as `imm plan` plans it (the model its `resolved:` folder) and each stage's largest
 `peak_rss_mib` at its first run is set against the plan's figure. A stage of the run that trained on an empty D_t measured a copy,
 not a fine-tune: where every D_t was empty, `--gold-finetune N` fine-tunes the run's θ0 on N gold solutions of its training task with
-the run's finetune settings, in this process, under the loop's own stage meter (imm.stage_memory).
+the run's finetune settings, in this process, under the loop's own stage meter (imm.stage_memory), and the plan's
+fine-tune figure is for responses as long as the longest of those gold solutions.
 
 Measured on the built-in default (scaled down: 1 iteration, 300 questions, 100 test questions per task; the
 batches, and so the peaks, are the default's) and on SmolLM2-135M-Instruct (the smollm2 config scaled down as
@@ -18,6 +19,7 @@ tests/test_smollm2.py runs it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _log import machine, write_section  # noqa: E402
 
 from imm.config import RunConfig, from_dict  # noqa: E402
-from imm.plan import make_plan, stage_memory  # noqa: E402
+from imm.plan import Plan, make_plan, stage_memory  # noqa: E402
 from imm.plan_memory import MIB, runtime_bytes  # noqa: E402
 
 TITLE = "imm plan memory against measured peaks"
@@ -91,6 +93,20 @@ def gold_finetune_peak(cfg: RunConfig, count: int, out: Path) -> int:
     return peak
 
 
+def longest_gold_response(cfg: RunConfig, count: int) -> int:
+    """Tokens of the longest of the first `count` gold solutions, as a training response."""
+    from transformers import AutoTokenizer
+
+    from imm.prompts import prompter
+    from imm.tasks.registry import get_task
+
+    task = get_task(cfg.data.train_task)
+    problems = task.problems("train")[:count]
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.base)
+    build = prompter(task, cfg.prompt, tokenizer, problems)
+    return max(len(tokenizer(build.response(p.solution), add_special_tokens=False)["input_ids"]) for p in problems)
+
+
 def rows_for(run_dir: Path, gold: int) -> list[str]:
     cfg = run_config(run_dir)
     plan = make_plan(cfg)
@@ -98,12 +114,15 @@ def rows_for(run_dir: Path, gold: int) -> list[str]:
     peaks = measured_peaks(run_dir)
     if gold:
         peaks["finetune"] = gold_finetune_peak(cfg, gold, run_dir / "gold-finetune")
+        longest = longest_gold_response(cfg, gold)  # what the plan is told the responses are: the gold ones' length
+        as_gold = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=longest))
+        planned["finetune"] = stage_memory(Plan(as_gold, plan.shape, plan.lengths), "cpu", runtime_bytes())["finetune"]
     label = f"{cfg.name} ({plan.shape.parameters / 1e6:.1f}M, {cfg.finetune.method})"
     rows = []
     for stage, memory in planned.items():
         if stage not in peaks:
             continue
-        note = f" (gold, {gold} examples)" if stage == "finetune" and gold else ""
+        note = f" ({gold} gold solutions of up to {longest} tokens)" if stage == "finetune" and gold else ""
         rows.append(f"| {label} | {stage}{note} | {memory.total / MIB:,.0f} | {peaks[stage]:,} | "
                     f"{memory.total / MIB / peaks[stage]:.2f} | {memory.describe()} |")
     whole, measured = max(m.total for m in planned.values()) / MIB, max(run_peak(run_dir), *peaks.values())
