@@ -13,7 +13,14 @@ fine-tune figure is for responses as long as the longest of those gold solutions
 
 Measured on the built-in default (scaled down: 1 iteration, 300 questions, 100 test questions per task; the
 batches, and so the peaks, are the default's) and on SmolLM2-135M-Instruct (the smollm2 config scaled down as
-tests/test_smollm2.py runs it).
+tests/test_smollm2.py runs it; stopped after its merge, the stages compared here):
+
+    .venv/bin/imm run name=default-planmem out_dir=OUT model.threads=1 model.workers=1 iterations=1 \
+        data.train_questions=300 eval.limit=100
+    .venv/bin/imm run --config smollm2 name=smollm2-planmem out_dir=OUT model.base=SMOLLM2 model.threads=1 \
+        model.workers=1 iterations=1 data.train_questions=12 sampling.k=2 sampling.max_new_tokens=64 eval.limit=4 \
+        eval.max_new_tokens=64 eval.diversity_k=0   (with the data overrides of README "SmolLM2 offline")
+    python benchmarks/plan_memory.py OUT/default-planmem OUT/smollm2-planmem --gold-finetune 8
 """
 
 from __future__ import annotations
@@ -34,9 +41,13 @@ from imm.plan import Plan, make_plan, stage_memory  # noqa: E402
 from imm.plan_memory import MIB, runtime_bytes  # noqa: E402
 
 TITLE = "imm plan memory against measured peaks"
-NOTE = ("A CPU process rarely hands freed memory back to the system, so a stage's measured peak also holds what "
-        "earlier stages left behind: a light stage after a fine-tune (merge, a later evaluation) measures the "
-        "fine-tune's residue, not its own need. The whole run's row is the figure to size a machine by.")
+NOTE = ("Target: within ±30% of the measured peak. A CPU process rarely hands freed memory back to the system, so "
+        "a stage's measured peak also holds what earlier stages left behind: the merge ran after the fine-tune "
+        "(built-in) and after the gradient-importance analysis (SmolLM2), so its measured peak is their residue, "
+        "not its own need, and its row reads low. The whole run's row is the figure to size a machine by. The "
+        "built-in fine-tune is planned at the longest sequence the settings allow (prompt + max_new_tokens); "
+        "its samples were shorter. SmolLM2 verified no sample, so its fine-tune row is the loop's fine-tune "
+        "on 8 gold solutions (LoRA rank 8, batch 8, 2 epochs), planned for responses of their length.")
 
 
 def run_config(run_dir: Path) -> RunConfig:

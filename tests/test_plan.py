@@ -6,7 +6,8 @@ from imm.cli import main
 from imm.preflight import load_config
 from imm.models import BUILTIN_DIR
 from imm.plan import disk_bytes, format_plan, make_plan, side_by_side, stage_seconds, training_lanes
-from imm.plan_memory import MIB, Memory, ModelShape, generation_memory, lora_parameters, read_shape, training_memory
+from imm.plan_memory import MIB, Memory, ModelShape, generation_memory, lora_parameters, lora_saved, read_shape, \
+    training_memory
 
 PAPER = ("model.base=" + str(BUILTIN_DIR),)  # tests are offline: a local checkpoint in place of the hub id
 
@@ -95,8 +96,13 @@ def test_training_memory_by_hand():
 
 
 def test_lora_trains_rank_times_inputs_plus_outputs_of_each_target():
-    """rank 2 on q_proj (4 → 4) and down_proj (8 → 4) of 2 blocks: 2 × 2 × (8 + 12) = 80."""
+    """rank 2 on q_proj (4 → 4) and down_proj (8 → 4) of 2 blocks: 2 × 2 × (8 + 12) = 80. Backward keeps, per
+    token per block, each target's dropped-out input (4 and 8) and its rank-wide middle (2 each): 16; without
+    dropout only the middles: 4. In training_memory they join the 86 numbers per block: 10 × 102 × 4 × 2 = 8,160."""
     assert lora_parameters(SHAPE, 2, ("q_proj", "down_proj")) == 80
+    assert lora_saved(SHAPE, 2, ("q_proj", "down_proj"), 0.05) == 16 and lora_saved(SHAPE, 2, ("q_proj",), 0.0) == 2
+    lora = training_memory(SHAPE, trained=80, batch=2, tokens=5, autocast=False, checkpointing=False, lora=16)
+    assert dict(lora.parts)["activations"] == 8_160 + 1_200
 
 
 def test_the_parameter_count_is_read_from_the_weights():

@@ -29,8 +29,8 @@ from imm.arms import Arm, Source, shared_stages
 from imm.config import FinetuneMethod, InitFrom, RunConfig
 from imm.errors import UserError
 from imm.merging.merge_back import fine_tunes
-from imm.plan_memory import BYTES, MIB, Memory, ModelShape, generation_memory, lora_parameters, merge_memory, \
-    runtime_bytes, training_memory
+from imm.plan_memory import BYTES, MIB, Memory, ModelShape, generation_memory, lora_parameters, lora_saved, \
+    merge_memory, runtime_bytes, training_memory
 
 STAGES = ("sample", "verify", "finetune", "merge", "evaluate", "analyse")
 GIB = 2**30
@@ -175,11 +175,13 @@ def stage_memory(plan: Plan, device: str, runtime: int) -> dict[str, Memory]:
                                  prompt_tokens=lengths.max_prompt, new_tokens=new, workers=workers, runtime=runtime)
 
     f, s, e = cfg.finetune, cfg.sampling, cfg.eval
-    trained = shape.parameters if f.method is FinetuneMethod.FULL else lora_parameters(shape, f.lora_rank, f.lora_targets)
+    full = f.method is FinetuneMethod.FULL
+    trained = shape.parameters if full else lora_parameters(shape, f.lora_rank, f.lora_targets)
+    lora = 0 if full else lora_saved(shape, f.lora_rank, f.lora_targets, f.lora_dropout)
     batch = min(f.batch_size, cfg.data.train_questions * kept_per_question(cfg))
     train = training_memory(shape, trained=trained, batch=batch, tokens=sequence_tokens(plan, mean=False),
                             autocast=use_bf16_autocast(f.bf16_autocast, device.split(":")[0]),
-                            checkpointing=f.gradient_checkpointing, runtime=runtime)
+                            checkpointing=f.gradient_checkpointing, runtime=runtime, lora=lora)
     evaluations = [generation(e.batch_size, 1, e.limit, e.max_new_tokens)]
     if e.diversity_k:
         evaluations.append(generation(e.batch_size, e.diversity_k, e.diversity_questions, e.max_new_tokens))

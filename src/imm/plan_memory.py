@@ -8,8 +8,9 @@ Every figure is a sum of named parts, each a count of numbers times their bytes:
                  foreach AdamW computes the update for every tensor at once: about one more copy)
     activations  what backward needs, per token of a micro-batch: the inputs and outputs of each block's
                  norms, projections, rotary embedding and MLP (10·hidden + 2·kv_width + 4·intermediate
-                 numbers per block), the attention probabilities (heads × T per token per block), and the
-                 logits with their float32 log-softmax and gradient (3 × vocab)
+                 numbers per block), the attention probabilities (heads × T per token per block), LoRA's
+                 dropped-out inputs of its targets, and the logits with their float32 log-softmax and
+                 gradient (3 × vocab)
     kv cache     keys and values of every sequence of a generation batch: 2 × blocks × kv_width × (prompt +
                  new tokens), and one block's prompt pass (its projections, MLP and attention scores)
     runtime      on a CPU, the process itself (interpreter, torch, transformers), measured by `runtime_bytes`
@@ -118,12 +119,21 @@ def generation_memory(shape: ModelShape, dtype_bytes: int, *, rows: int, prompt_
                    ("logits", workers * logits), ("runtime", runtime)))
 
 
+def lora_saved(shape: ModelShape, rank: int, targets: tuple[str, ...], dropout: float) -> int:
+    """Numbers per token per block that LoRA adds to what backward keeps: each targeted projection's dropped-out
+    input (where dropout > 0; peft applies it to a copy) and its rank-wide middle."""
+    inputs = {"q_proj": shape.hidden, "k_proj": shape.hidden, "v_proj": shape.hidden, "gate_proj": shape.hidden,
+              "up_proj": shape.hidden, "o_proj": shape.heads * shape.head_dim, "down_proj": shape.intermediate}
+    return sum((inputs[t] if dropout > 0 else 0) + rank for t in targets if t in inputs)
+
+
 def training_memory(shape: ModelShape, *, trained: int, batch: int, tokens: int, autocast: bool,
-                    checkpointing: bool, runtime: int = 0) -> Memory:
+                    checkpointing: bool, runtime: int = 0, lora: int = 0) -> Memory:
     """Fine-tuning a float32 copy on micro-batches of `batch` sequences of `tokens` tokens; `trained` numbers
-    get gradients and AdamW moments (all parameters, or LoRA's factors)."""
+    get gradients and AdamW moments (all parameters, or LoRA's factors); `lora` more numbers per token per block
+    kept for backward (`lora_saved`)."""
     act_bytes = 2 if autocast else FLOAT32
-    per_block = 10 * shape.hidden + 2 * shape.kv_width + 4 * shape.intermediate + shape.heads * tokens
+    per_block = 10 * shape.hidden + 2 * shape.kv_width + 4 * shape.intermediate + shape.heads * tokens + lora
     rows = batch * tokens
     blocks = rows * per_block * act_bytes * (1 if checkpointing else shape.blocks)
     if checkpointing:
