@@ -58,6 +58,20 @@ class ResolvedModel:
 MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
 
 
+@contextmanager
+def hub_errors(not_cached: str, failed: str) -> Iterator[None]:
+    """huggingface_hub's errors as one line: `not_cached` where there is no cached copy and no network,
+    `failed` (with `{first}`, the hub's first line) for any other."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        yield
+    except LocalEntryNotFoundError:
+        raise UserError(not_cached) from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise UserError(failed.format(first=(str(err).strip().splitlines() or [type(err).__name__])[0])) from None
+
+
 def fetch_model(spec: str | Path) -> ResolvedModel:
     """A folder, a shipped name, or a hub id `org/name[@revision]` as a local folder, resolved once.
 
@@ -67,17 +81,12 @@ def fetch_model(spec: str | Path) -> ResolvedModel:
     if isinstance(where, Path):
         return ResolvedModel(str(spec), where)
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo, _, revision = str(spec).partition("@")
-    try:
+    with hub_errors(f"model {spec} is not in the Hugging Face cache and the hub cannot be reached; download it "
+                    f"once with a network (or set HF_HOME to a cache that has it), or pass a local folder",
+                    f"cannot fetch model {spec} from the hub: {{first}}; check the id and revision"):
         folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=MODEL_FILES))
-    except LocalEntryNotFoundError:
-        raise UserError(f"model {spec} is not in the Hugging Face cache and the hub cannot be reached; download it "
-                        f"once with a network (or set HF_HOME to a cache that has it), or pass a local folder") from None
-    except (HfHubHTTPError, OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"cannot fetch model {spec} from the hub: {first}; check the id and revision") from None
     if not (folder / "config.json").is_file():
         raise UserError(f"model {spec} has no config.json at {folder}; pass a causal LM checkpoint")
     return ResolvedModel(str(spec), folder, folder.name)  # the snapshot folder is named after its commit

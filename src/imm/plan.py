@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from imm.arms import Arm, Source, shared_stages
 from imm.config import CheckpointDtype, FinetuneMethod, ImportanceKind, InitFrom, RunConfig
 from imm.errors import UserError
 from imm.merging.merge_back import fine_tunes
+from imm.models import checkpoint_dtype, hub_errors, pick_device, pick_dtype, resolve_model_path
 from imm.plan_memory import BYTES, MIB, Memory, ModelShape, generation_memory, lora_parameters, lora_saved, \
-    merge_memory, runtime_bytes, training_memory
+    merge_memory, read_shape, runtime_bytes, shape_from_config, training_memory
+from imm.preflight import load_config
 
 STAGES = ("sample", "verify", "finetune", "merge", "evaluate", "analyse")
 GIB = 2**30
@@ -162,7 +166,6 @@ def stage_memory(plan: Plan, device: str, runtime: int) -> dict[str, Memory]:
     """The largest batch of each stage that holds a model."""
     from imm.engines.hf import cpu_workers
     from imm.finetune import use_bf16_autocast
-    from imm.models import pick_dtype
 
     cfg, shape, lengths = plan.cfg, plan.shape, plan.lengths
     dtype_bytes = BYTES[str(pick_dtype(cfg.model.dtype, device)).removeprefix("torch.")]
@@ -210,9 +213,7 @@ def side_by_side(memory: Memory, lanes: int) -> Memory:
 def checkpoint_bytes(plan: Plan) -> int:
     """One saved F_t or θ_t, in model.checkpoint_dtype (imm.models.checkpoint_dtype: "base" is θ0's dtype, read
     from its weights when local, from its config.json for a hub id)."""
-    from pathlib import Path
 
-    from imm.models import checkpoint_dtype, resolve_model_path
 
     setting = plan.cfg.model.checkpoint_dtype
     if setting != CheckpointDtype.BASE:
@@ -239,27 +240,18 @@ def stage_seconds(work: Work, generation_tps: float, training_tps: float) -> flo
 def model_shape(spec: str) -> tuple[ModelShape, object]:
     """(shape, local folder or None) of a model as `imm run` names it: a folder's headers, or a hub id's
     config.json (from the cache, else the hub; no weights)."""
-    import json
-    from pathlib import Path
 
-    from imm.models import resolve_model_path
-    from imm.plan_memory import read_shape, shape_from_config
 
     where = resolve_model_path(spec)
     if isinstance(where, Path):
         return read_shape(where), where
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo, _, revision = spec.partition("@")
-    try:
+    with hub_errors(f"model {spec}: its config.json is not in the Hugging Face cache and the hub cannot be "
+                    f"reached; plan with a network, or set model.base to a local checkpoint folder",
+                    f"cannot read model {spec}'s config.json from the hub: {{first}}; check the id"):
         config = Path(hf_hub_download(repo, "config.json", revision=revision or None))
-    except LocalEntryNotFoundError:
-        raise UserError(f"model {spec}: its config.json is not in the Hugging Face cache and the hub cannot be "
-                        f"reached; plan with a network, or set model.base to a local checkpoint folder") from None
-    except (HfHubHTTPError, OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"cannot read model {spec}'s config.json from the hub: {first}; check the id") from None
     return shape_from_config(json.loads(config.read_text(encoding="utf-8"))), None
 
 
@@ -357,14 +349,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from imm.models import pick_device
 
     for flag in ("tokens_per_second", "train_tokens_per_second"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
     if args.prompt_tokens < 1:
         raise UserError(f"--prompt-tokens must be at least 1, got {args.prompt_tokens}")
-    from imm.preflight import load_config
 
     cfg = load_config(args.config, tuple(args.overrides))
     plan = make_plan(cfg, args.prompt_tokens)
