@@ -27,6 +27,7 @@ from imm.errors import UserError
 from imm.finetune import METHODS, FinetuneConfig
 from imm.finetune_launch import check_launch
 from imm.merging.merge_back import check_merge_block
+from imm.names import check_name
 from imm.prompts import PromptConfig, check_prompt
 
 
@@ -252,13 +253,15 @@ def _read_yaml(name_or_path: str) -> dict:
             raise UserError(f"config {name_or_path!r} is neither a file nor a shipped config ({names})")
         path = shipped
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise UserError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
     except (OSError, UnicodeDecodeError) as err:  # a folder, a binary file, no permission
         raise UserError(f"cannot read config {path}: {getattr(err, 'strerror', None) or err}; pass a YAML file") from None
     if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
+        shown = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise UserError(f"config {path} must be a mapping of keys to values (e.g. iterations: 3), got {shown}")
+    data.pop("resolved", None)  # a run's saved config.yaml: where its models were found, not a setting
     return data
 
 
@@ -311,6 +314,9 @@ def validate(cfg: RunConfig) -> None:
 
     _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
     _require(bool(cfg.arms), f"arms must name at least one of {list(ARMS)}")
+    check_name(cfg.name, "name (the run folder's name)")
+    for name in (*cfg.merge_arms, *cfg.arms):
+        check_name(name, "arm name")
     for name, block in cfg.merge_arms.items():
         _require(name not in ARMS, f"merge_arms.{name}: {name} is a built-in arm; give the merging arm another name")
         _require(0 < block.density <= 1, f"merge_arms.{name}.density must be in (0, 1], got {block.density}")
@@ -342,7 +348,6 @@ def validate(cfg: RunConfig) -> None:
     _require(0 < cfg.merge.density <= 1, f"merge.density must be in (0, 1], got {cfg.merge.density}")
     check_merge_block(cfg.merge)
     _require(cfg.eval.limit > 0, f"eval.limit must be positive, got {cfg.eval.limit}")
-    _require(cfg.name and "/" not in cfg.name, f"name must be a plain folder name, got {cfg.name!r}")
     for spec in (cfg.data.train_task, *cfg.data.id_tasks, *cfg.data.ood_tasks, cfg.analysis.probe_task):
         get_task(spec)
     models = [cfg.model.base]

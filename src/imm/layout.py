@@ -1,6 +1,7 @@
 """The run folder: one object owns every path in it, and a stage is done exactly when its output exists.
 
     runs/<name>/
+      imm_output.json                   marks the folder as a run (kind "run"): written first, before any work
       config.yaml                       resolved config, written before any work
       run.lock                          held by the one `imm run` writing this folder (imm.run_lock)
       summary.csv                       arm,iteration,model,task,domain,metric,value,n
@@ -38,7 +39,7 @@ MODELS = (FINETUNED, MERGED)
 # The run folder's own top-level files and folders, by attribute; `imm run --restart` removes a folder
 # that holds only these (and the `iter_0` and `arms` trees).
 TOP_LEVEL = {"config": "config.yaml", "lock": "run.lock", "summary": "summary.csv", "timings": "timings.jsonl",
-             "report": "report", "importance_cache": "analysis_cache"}
+             "report": "report", "importance_cache": "analysis_cache", "marker": "imm_output.json"}
 RUN_ENTRIES = (*TOP_LEVEL.values(), "iter_0", "arms")
 
 
@@ -56,6 +57,7 @@ class RunLayout:
     timings = _top_level("timings")
     report = _top_level("report")
     importance_cache = _top_level("importance_cache")  # θ0's layer importance, measured once
+    marker = _top_level("marker")  # marks the folder as a run (imm.outputs.mark_run_folder)
 
     def reference_evaluation(self, model: str = GENERATOR) -> Path:
         """Iteration 0, shared by every arm: θ0 (`generator`) and, with distillation arms, the teacher."""

@@ -42,7 +42,7 @@ from imm.config import RunConfig, experiment_settings, from_dict, load_config, p
 from imm.errors import UserError
 from imm.merging.merge_back import fine_tunes
 from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout, training_log
-from imm.outputs import atomic_write_text, is_temporary, remove_written
+from imm.outputs import atomic_write_text, is_run_folder, is_temporary, mark_run_folder, remove_written
 from imm.run_lock import RunLock
 from imm.stage_memory import StageMemory
 
@@ -345,9 +345,9 @@ def check_run_dir(layout: RunLayout, restart: bool) -> None:
         return
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run folder; choose another name=... or out_dir=...")
-    if any(p != layout.lock for p in run_dir.iterdir()) and not layout.config.is_file():
-        raise UserError(f"{run_dir} exists and holds no imm run (no config.yaml); imm writes runs only into new "
-                        f"folders: choose another name=... or out_dir=...")
+    if any(p != layout.lock for p in run_dir.iterdir()) and not is_run_folder(run_dir):
+        raise UserError(f"{run_dir} exists and is not an imm run folder (no {layout.marker.name} of a run); imm writes "
+                        f"runs only into new or empty folders: choose another name=... or out_dir=...")
     if restart and (foreign := layout.foreign_entries()):
         raise UserError(f"{run_dir} holds entries no run writes ({', '.join(foreign[:3])}); --restart deletes only "
                         f"a run folder: move them away first")
@@ -379,6 +379,7 @@ def prepare_run_dir(cfg: RunConfig, layout: RunLayout, restart: bool,
         remove_written(layout.root, run_entries=RUN_ENTRIES)
     if layout.config.exists():
         check_resumable(cfg, layout)
+    mark_run_folder(layout.root)
     record = {name: {"spec": m.spec, "folder": str(m.folder), "revision": m.revision} for name, m in (resolved or {}).items()}
     atomic_write_text(layout.config, yaml.safe_dump({**to_dict(cfg), "resolved": record}, sort_keys=False))
     for leftover in [p for p in layout.root.rglob(".*") if is_temporary(p)]:
