@@ -37,7 +37,7 @@ import yaml
 
 from imm import report
 from imm.arms import Arm, NextGenerator, Source, shared_stages
-from imm.models import LoadPolicy, ResolvedModel, fetch_model, load_policy
+from imm.models import LoadPolicy, ResolvedModel, check_checkpoint_matches_config, fetch_model, load_policy
 from imm.config import RunConfig, experiment_settings, from_dict, load_config, per_seed, seeds_report_dir, to_dict
 from imm.errors import UserError
 from imm.merging.merge_back import fine_tunes
@@ -308,6 +308,9 @@ def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None
     if any(cfg.arm(name).samples_from is Source.TEACHER for name in cfg.arms):
         resolved["teacher"] = fetch_model(cfg.model.teacher)
     policy = LoadPolicy(cfg.model.allow_pickle, cfg.model.trust_remote_code)
+    with load_policy(policy):  # θ0 and the teacher are what their config.json say, before any work
+        for model in resolved.values():
+            check_checkpoint_matches_config(model.folder)
     with RunLock(layout.lock) as lock, load_policy(policy):  # one writer per run folder
         return _run_locked(cfg, layout, restart, stages, lock, resolved)
 
