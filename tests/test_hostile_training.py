@@ -3,7 +3,6 @@ weight norm that explodes, stops the stage with one line and saves nothing."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from imm.errors import UserError

@@ -26,9 +26,9 @@ from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from imm.errors import UserError
+from imm.progress import progress
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
 METHODS = ("full", "lora")
@@ -291,7 +291,7 @@ def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: Fin
     main = accelerator is None or accelerator.is_main_process
     steps = targets = real = padded = 0
     loss, t0 = float("nan"), time.perf_counter()
-    bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None or not main, leave=False)
+    bar = progress(total, desc, "step", disable=desc is None or not main)
     start_norm = weight_norm(model, accelerator)
     model.train()
     with step_log(log if main else None) as write:
@@ -345,7 +345,9 @@ def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stat
 
         return launch(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
     model, tokenizer = load_for_training(init, cfg, seed=seed, device=device)
-    stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed, log=log_out)
+    where = "/".join(Path(out).parts[-3:-1])  # arms/<arm>/iter_<t>/finetuned: "<arm>/iter_<t>" names the bar
+    stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed,
+                  desc=f"fine-tune {where}", log=log_out)
     atomic_write_json(stats_out, stats)
     save_model(fold_lora(model) if cfg.method == "lora" else model, tokenizer, out)
     return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from imm.engines import Completion, Request, decode
+from imm.parent_death import die_with_parent
+from imm.progress import progress
 from imm.tasks.base import STOP_STRINGS
 
 
@@ -111,8 +112,7 @@ def generate_many(model, tokenizer, requests: Sequence[Request], *, batch_size: 
             owners.append((r, idx))
     results: list[list[list[Completion]]] = [[[] for _ in request.prompts] for request in requests]
     descs = [request.desc for request in requests if request.desc is not None]
-    bar = tqdm(total=sum(len(request.prompts) for request in requests), desc=", ".join(descs), unit="q",
-               disable=not descs, leave=False)
+    bar = progress(sum(len(request.prompts) for request in requests), ", ".join(descs), "q", disable=not descs)
     for u, flat in _run_batches(_Job(model, tokenizer, batches), workers):
         (r, idx), k = owners[u], batches[u].k
         for j, i in enumerate(idx):
@@ -155,7 +155,8 @@ class _Job:
 _FORKED_JOB: _Job | None = None  # the job a forked worker inherits from its parent
 
 
-def _forked_worker(threads: int) -> None:
+def _forked_worker(threads: int, parent: int) -> None:
+    die_with_parent(parent)  # a killed run's workers end at once, silently (no BrokenPipeError tracebacks)
     torch.set_num_threads(threads)
 
 
@@ -180,7 +181,7 @@ def _run_batches(job: _Job, workers: int) -> Iterator[tuple[int, list[Completion
     threads = max(1, torch.get_num_threads() // workers)
     _FORKED_JOB = job
     try:
-        with multiprocessing.get_context("fork").Pool(workers, _forked_worker, (threads,)) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _forked_worker, (threads, os.getpid())) as pool:
             yield from pool.imap_unordered(_forked_batch, order)
     finally:
         _FORKED_JOB = None
