@@ -64,3 +64,29 @@ def test_sigkill_during_generation_leaves_no_worker_and_prints_nothing():
         if run.poll() is None:
             run.kill()
     assert "finished" not in out and err == ""
+
+
+# --- bounded inputs --------------------------------------------------------------------------------
+
+LONG_QUESTION = """
+import resource, sys
+from imm.engines.hf import generate
+from imm.errors import UserError
+from imm.models import load_model
+model, tokenizer = load_model("builtin", device="cpu")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    generate(model, tokenizer, ["Q: 1 + 1 = ?\\nA:", "Q: " + "7 + 1 = ? " * 100_000 + "\\nA:"], max_new_tokens=16)
+except UserError as err:
+    print(err)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, "MB more")
+"""
+
+
+def test_a_1mb_question_is_refused_before_generation_in_bounded_memory():
+    """The builtin context is 512 positions; a 1 MB question is ~10^5 tokens: refused, and the process's peak
+    memory grows by well under 1 GB (generating it took about 4 GB within 7 s)."""
+    out = subprocess.run([sys.executable, "-c", LONG_QUESTION], capture_output=True, text=True, timeout=300).stdout
+    refusal, growth = out.strip().splitlines()
+    assert "does not fit the model's context of 512 positions with 16 for the answer" in refusal
+    assert int(growth.split()[0]) < 1024, growth

@@ -13,7 +13,7 @@ from imm.verify.training_set import Example
 
 @pytest.mark.parametrize("grad, weights, fragment", [
     (float("inf"), 10.0, "the gradient norm is inf at optimizer step 3 of 5"),
-    (1.0, float("nan"), "NaN or Inf weights after optimizer step 3 of 5"),
+    (1.0, float("nan"), "NaN or Inf weights at optimizer step 3 of 5"),
     (1.0, 41.0, "the weight norm grew from 10 to 41 (over 4x) at optimizer step 3 of 5"),
 ])
 def test_a_diverged_step_is_one_line(grad, weights, fragment):

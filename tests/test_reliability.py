@@ -122,7 +122,7 @@ def test_a_nan_loss_stops_fine_tuning_naming_the_step_and_keeps_no_checkpoint(tm
 
     examples = [Example(f"q{i}", f"Q: {i} + 1 = ?\nA:", f" {i} + 1 = {i + 1}. The answer is {i + 1}.") for i in range(8)]
     cfg = FinetuneConfig(learning_rate=1e30, epochs=2, batch_size=4, warmup_ratio=0.0)
-    with pytest.raises(UserError, match=r"fine-tuning diverged: NaN or Inf weights after optimizer step 1 of 4; F_t is not saved"):
+    with pytest.raises(UserError, match=r"fine-tuning diverged: NaN or Inf weights at optimizer step 1 of 4; F_t is not saved"):
         finetune_checkpoint(BUILTIN_DIR, examples, cfg, tmp_path / "F_1", tmp_path / "stats.json", seed=0, device="cpu")
     assert list(tmp_path.iterdir()) == []
 

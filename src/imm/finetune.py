@@ -270,7 +270,7 @@ def check_step(grad_norm, weights: float, start: float, step: int, total: int) -
         raise UserError(f"fine-tuning diverged: the gradient norm is {float(grad_norm)} at optimizer step {step} "
                         f"of {total}; {fix}")
     if not math.isfinite(weights):
-        raise UserError(f"fine-tuning diverged: NaN or Inf weights after optimizer step {step} of {total}; {fix}")
+        raise UserError(f"fine-tuning diverged: NaN or Inf weights at optimizer step {step} of {total}; {fix}")
     if weights > WEIGHT_GROWTH_LIMIT * start:
         raise UserError(f"fine-tuning diverged: the weight norm grew from {start:.4g} to {weights:.4g} (over "
                         f"{WEIGHT_GROWTH_LIMIT:g}x) at optimizer step {step} of {total}; {fix}")

@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 import torch
 
 from imm.engines import Completion, Request, decode
+from imm.errors import UserError
 from imm.parent_death import die_with_parent
 from imm.progress import progress
 from imm.tasks.base import STOP_STRINGS
@@ -96,11 +97,35 @@ def generate(
     return generate_many(model, tokenizer, [request], batch_size=batch_size, workers=workers)[0]
 
 
+def context_length(model) -> int | None:
+    """Positions the model attends over (prompt and answer together), where its config says."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(n := getattr(model.config, name, None), int) and n > 0:
+            return n
+    return None
+
+
+def check_context(model, tokenizer, requests: Sequence[Request]) -> None:
+    """Refuse, before any generation, a prompt that leaves no room for its answer in the model's context: a
+    1 MB question would otherwise take gigabytes of attention. Only prompts longer in UTF-8 bytes than the
+    room are tokenized: a byte-level tokenizer never makes more tokens than bytes."""
+    if (context := context_length(model)) is None:
+        return
+    for request in requests:
+        room = context - request.max_new_tokens
+        for prompt in (p for p in request.prompts if len(p.encode()) + 8 > room):  # 8: a tokenizer's own marks
+            if (n := len(tokenizer(prompt, add_special_tokens=False)["input_ids"])) > room:
+                raise UserError(f"a prompt of {n} tokens ({prompt[:40]!r}...) does not fit the model's context of "
+                                f"{context} positions with {request.max_new_tokens} for the answer; shorten the "
+                                f"question, or lower max_new_tokens")
+
+
 def generate_many(model, tokenizer, requests: Sequence[Request], *, batch_size: int = 64,
                   workers: int = 1) -> list[list[list[Completion]]]:
     """`generate` of every request, their batches in one queue (one pool of workers, the costliest batches
     first): each request's batches and draws are the ones its own `generate` call makes."""
     tokenizer.padding_side = "left"
+    check_context(model, tokenizer, requests)
     batches, owners = [], []  # owners[u]: (request, the prompts of batch u by index)
     for r, request in enumerate(requests):
         order = sorted(range(len(request.prompts)), key=lambda i: len(request.prompts[i]))
