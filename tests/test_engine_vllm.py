@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from imm.cli import main
-from imm.config import ModelConfig, SampleConfig, load_config
+from imm.config import ModelConfig, SampleConfig
+from imm.preflight import load_config
 from imm.engines import open_engine
 from imm.engines import vllm as engine_vllm
 from imm.engines.hf import _completion as hf_completion

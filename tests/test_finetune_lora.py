@@ -14,9 +14,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm.models import save_model
 from imm.cli import main
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, add_lora, finetune_checkpoint, fold_lora, train
+from imm.config import FinetuneConfig
+from imm.finetune import add_lora, fold_lora, train
+from imm.finetune_launch import finetune_checkpoint
 from imm.verify.training_set import Example
 from imm.world.tokenizer import train_tokenizer
 

@@ -20,9 +20,10 @@ import torch
 import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, finetune_checkpoint
+from imm.config import FinetuneConfig
+from imm.finetune_launch import finetune_checkpoint
 from imm.finetune_launch import check_launch
 from imm.layout import read_jsonl
 from imm.models import load_model, save_model
@@ -205,7 +206,7 @@ def test_the_training_processes_end_when_the_loop_is_killed(setup, tmp_path):
     import psutil
 
     init, examples = setup
-    code = ("import sys; from pathlib import Path; from imm.finetune import FinetuneConfig, finetune_checkpoint; "
+    code = ("import sys; from pathlib import Path; from imm.config import FinetuneConfig; from imm.finetune_launch import finetune_checkpoint; "
             "from imm.verify.training_set import Example; root = Path(sys.argv[1]); "
             "examples = [Example(str(i), 'Q: 1 + 1 = ?', ' 2.') for i in range(64)]; "
             "finetune_checkpoint(sys.argv[2], examples, FinetuneConfig(epochs=1000, batch_size=4, processes=2), "

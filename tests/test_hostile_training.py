@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from imm.errors import UserError
-from imm.finetune import WEIGHT_GROWTH_LIMIT, FinetuneConfig, check_step, finetune_checkpoint
+from imm.config import FinetuneConfig
+from imm.finetune import WEIGHT_GROWTH_LIMIT, check_step
+from imm.finetune_launch import finetune_checkpoint
 from imm.models import BUILTIN_DIR
 from imm.verify.training_set import Example
 

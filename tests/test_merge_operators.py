@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from imm.config import MergeConfig, load_config
+from imm.config import MergeConfig
+from imm.preflight import load_config
 from imm.errors import UserError
 from imm.merging import MergeSpec, merge
 from imm.merging.merge_back import merge_back, merge_back_spec

@@ -261,7 +261,7 @@ def test_imm_run_writes_only_into_new_folders_or_runs(tmp_path, capsys):
 
 
 def test_imm_run_restart_removes_only_a_run_folder(tmp_path, capsys):
-    from imm.config import load_config
+    from imm.preflight import load_config
     from imm.layout import RunLayout
     from imm.loop import prepare_run_dir
 

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
 from imm.cli import main
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.layout import RunLayout
 
 slow = pytest.mark.slow  # converts and trains a 135M-parameter model: a few minutes on 2 cores
@@ -126,7 +126,7 @@ def test_the_summary_has_every_arm_model_and_task(run):
 @slow
 def test_theta_t_and_f_t_differ_from_theta0_exactly_on_the_lora_targeted_weights(run, tmp_path):
     """F_1 = fine-tune(θ0, gold GSM8K solutions) with the config's LoRA, θ_1 = θ0 + λ·DARE(F_1 − θ0)."""
-    from imm.finetune import finetune_checkpoint
+    from imm.finetune_launch import finetune_checkpoint
     from imm.merging.merge_back import merge_back
     from imm.prompts import prompter
     from imm.tasks.registry import get_task

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Collection
 
+from imm.errors import UserError
+from imm.names import check_name
+
 
 class Source(str, Enum):
     """Who writes S_t."""
@@ -59,11 +62,21 @@ def get_arm(name: str, merge_arms: Collection[str] = ()) -> Arm:
     if name in merge_arms:  # F_t is only its merge's input: θ_t alone is evaluated (half the evaluation)
         return Arm(name, Source.GENERATOR, merges=True, evaluates_finetuned=False)
     if name not in ARMS:
-        from imm.errors import UserError
-
         raise UserError(f"unknown arm {name!r}; choose among {', '.join(ARMS)}, e.g. arms=[self_improve,imm], "
                         "or name a merging arm under merge_arms")
     return ARMS[name]
+
+
+def check_arms(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> None:
+    """At least one arm, each a plain name (imm.names), known and listed once."""
+    if not names:
+        raise UserError(f"arms must name at least one of {list(ARMS)}")
+    for name in (*merge_arms, *names):
+        check_name(name, "arm name")
+    for name in names:
+        get_arm(name, merge_arms)
+    if len(set(names)) != len(names):
+        raise UserError(f"arms lists an arm twice: {list(names)}; list each once")
 
 
 def needs_teacher(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> bool:

@@ -19,7 +19,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from imm.config import MergeConfig, RunConfig, load_config, per_seed, seeds_report_dir, validate
+from imm.config import MergeConfig, RunConfig, per_seed, seeds_report_dir
+from imm.preflight import check, load_config
 from imm.errors import UserError
 
 KIND = "report"  # the comparison's report folder is a report (imm.outputs)
@@ -53,7 +54,7 @@ def comparison_config(cfg: RunConfig, operators: tuple[str, ...] = ()) -> RunCon
     compared = dataclasses.replace(cfg, name=f"{cfg.name}-compare", arms=(*BASELINES, *chosen),
                                    merge_arms={name: available[name] for name in chosen}, seeds=cfg.seeds or (cfg.seed,),
                                    analysis=dataclasses.replace(cfg.analysis, importance=importance))
-    validate(compared)
+    check(compared)
     return compared
 
 

@@ -9,7 +9,7 @@ weights before F_t is saved: F_t is a plain checkpoint and F_t − init is exact
 the targeted projections, zero elsewhere, so merging sees the LoRA update as its task vector.
 
 `processes: N` (or an `accelerate_config` file) runs the same loop as N processes through Hugging Face
-accelerate (imm.finetune_launch): each process trains its share of every batch and the gradients are
+accelerate (imm.finetune_launch, which picks this process or those): each process trains its share of every batch and the gradients are
 summed, so N processes take the steps one process takes (docs/scale.md).
 """
 
@@ -20,52 +20,18 @@ import math
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from imm.config import FinetuneConfig, FinetuneMethod
 from imm.errors import UserError
 from imm.progress import progress
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
-METHODS = ("full", "lora")
-LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _run_option(default):
-    """How to compute, not what (imm.config.run_option; defined here too since config imports this module)."""
-    return field(default=default, metadata={"run_option": True})
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    init_from: str = "generator"  # [paper code] generator: F_t starts from G; base: from θ0 [ours]
-    learning_rate: float = 2e-5  # [paper code]
-    epochs: int = 3  # [paper code]
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03  # [paper code]
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512  # [paper code]
-    bucket_chunks: int = 50  # batches per length-sorted chunk: larger = less padding, less shuffling
-    method: str = "full"  # full: every weight [paper]; lora: a folded LoRA adapter [ours]
-    lora_rank: int = 16
-    lora_alpha: float = 32.0  # the update is scaled by lora_alpha / lora_rank
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names: attention and MLP projections
-    bf16_autocast: bool | str = _run_option("auto")  # auto: on a CUDA GPU with bf16 | true | false
-    gradient_checkpointing: bool = _run_option(False)  # recompute activations in backward: less memory
-    # Training processes through accelerate (imm.finetune_launch); 1 = this process, as ever. A run option:
-    # N processes take the same steps as one up to float rounding (tests/test_finetune_processes.py).
-    processes: int = _run_option(1)
-    accelerate_config: str = _run_option("")  # accelerate's own config file (DDP, FSDP, DeepSpeed); "" = DDP
-    # imm run on a CPU: an iteration's independent F_t (one per arm) train at once, a share of the threads each
-    # (imm.side_by_side; the same weights as one after the other). false: one after the other, all threads each.
-    side_by_side: bool = _run_option(True)
 
 
 @dataclass(frozen=True)
@@ -117,6 +83,21 @@ def sum_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     targets = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at position t
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
+
+
+def check_finetune(f: FinetuneConfig) -> None:
+    """The block's numbers and LoRA's fields; whether the target modules exist is known only once the model loads."""
+    checks = [(f.learning_rate > 0, f"finetune.learning_rate must be positive, got {f.learning_rate}"),
+              (f.epochs > 0, f"finetune.epochs must be positive, got {f.epochs}"),
+              (f.lora_rank > 0, f"finetune.lora_rank must be positive, got {f.lora_rank}"),
+              (f.lora_alpha > 0, f"finetune.lora_alpha must be positive, got {f.lora_alpha}"),
+              (0 <= f.lora_dropout < 1, f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}"),
+              (bool(f.lora_targets), "finetune.lora_targets must name at least one module, e.g. [q_proj, v_proj]"),
+              (f.bf16_autocast in (True, False, "auto"),
+               f"finetune.bf16_autocast must be auto, true or false, got {f.bf16_autocast!r}")]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
 
 
 def check_finite_loss(loss: float, step: int, total: int) -> None:
@@ -324,30 +305,27 @@ def load_for_training(init, cfg: FinetuneConfig, *, seed: int, device: str = "au
     from imm.models import load_model
 
     model, tokenizer = load_model(init, device=device, dtype="float32")
-    if cfg.method == "lora":
+    if cfg.method == FinetuneMethod.LORA:
         torch.manual_seed(seed)  # the adapter's A is random: drawn from the stage's seed, alike in every process
         model = add_lora(model, cfg)
     return model, tokenizer
 
 
-def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
-                        device: str = "auto", log_out: Path | None = None) -> str:
-    """F_t = fine-tune(init, D_t): train a float32 copy of `init` on `examples` (records with `prompt` and
-    `response`) and save it to `out`; the stats are written first, since the checkpoint marks the stage done."""
+def finetune_here(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
+                  device: str = "auto", log_out: Path | None = None) -> str:
+    """F_t = fine-tune(init, D_t) in this process: train a float32 copy of `init` on `examples` (records with
+    `prompt` and `response`) and save it to `out`; the stats are written first, since the checkpoint marks the
+    stage done. imm.finetune_launch.finetune_checkpoint calls this, or the same loop as N processes."""
     from imm.models import load_model, save_model
     from imm.outputs import atomic_write_json
 
     if not examples:
         save_model(*load_model(init, device=device, dtype="float32"), out)
         return "no verified sample: F_t is a copy of its init (warning recorded)"
-    if cfg.processes > 1 or cfg.accelerate_config:
-        from imm.finetune_launch import launch
-
-        return launch(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
     model, tokenizer = load_for_training(init, cfg, seed=seed, device=device)
     where = "/".join(Path(out).parts[-3:-1])  # arms/<arm>/iter_<t>/finetuned: "<arm>/iter_<t>" names the bar
     stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed,
                   desc=f"fine-tune {where}", log=log_out)
     atomic_write_json(stats_out, stats)
-    save_model(fold_lora(model) if cfg.method == "lora" else model, tokenizer, out)
+    save_model(fold_lora(model) if cfg.method == FinetuneMethod.LORA else model, tokenizer, out)
     return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"

@@ -1,8 +1,8 @@
 """Fine-tuning F_t as N processes through Hugging Face accelerate: DDP by default, FSDP or DeepSpeed ZeRO
 from accelerate's own config file (`finetune.accelerate_config`), passed through as it is.
 
-The loop's finetune stage (imm.finetune.finetune_checkpoint, with `finetune.processes` > 1 or a config file)
-writes a job folder beside F_t — the training pairs, the finetune config, the seed, the output paths — and
+The loop's finetune stage is `finetune_checkpoint` here: in this process (imm.finetune, the training loop), or,
+with `finetune.processes` > 1 or a config file, it writes a job folder beside F_t — the training pairs, the finetune config, the seed, the output paths — and
 starts
 
     python -m accelerate.commands.launch --num_processes N [--config_file FILE] -m imm.finetune_launch JOB
@@ -29,8 +29,9 @@ from typing import Sequence
 
 import yaml
 
+from imm.config import FinetuneConfig, FinetuneMethod, from_dict
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig
+from imm.finetune import finetune_here, fold_lora, load_for_training, train_processes
 from imm.parent_death import launcher_dies_with
 
 JOB = "job.json"
@@ -86,7 +87,7 @@ def _check_file(cfg: FinetuneConfig, file: dict) -> None:
     if kind == "MULTI_CPU":
         raise UserError(f"{name} sets distributed_type: MULTI_CPU, which accelerate starts through mpirun; use "
                         f"MULTI_GPU: on a machine without GPUs it trains on CPUs over gloo")
-    if cfg.method == "lora" and kind not in FOLDING_TYPES:
+    if cfg.method == FinetuneMethod.LORA and kind not in FOLDING_TYPES:
         raise UserError(f"finetune.method=lora folds the adapter into whole weights, which {kind} shards across "
                         f"processes; use DDP (distributed_type: MULTI_GPU) for LoRA, or method=full with {kind}")
     clipping = (file.get("deepspeed_config") or {}).get("gradient_clipping")
@@ -148,6 +149,15 @@ def check_gpus(cfg: FinetuneConfig, device: str) -> None:
                         f"has {gpus} GPU(s); set finetune.processes={gpus} (one per GPU) or model.device=cpu")
 
 
+def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
+                        device: str = "auto", log_out: Path | None = None) -> str:
+    """F_t = fine-tune(init, D_t), the loop's finetune stage: in this process (imm.finetune), or as
+    `cfg.processes` processes through accelerate where the block asks for them; returns its one-line summary."""
+    if examples and (cfg.processes > 1 or cfg.accelerate_config):
+        return launch(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
+    return finetune_here(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
+
+
 def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int, device: str = "auto",
            log_out: Path | None = None) -> str:
     """F_t trained by `cfg.processes` processes; returns the stage's one-line summary."""
@@ -179,13 +189,12 @@ def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, see
 def save_full(accelerator, model, tokenizer, cfg: FinetuneConfig, out: Path) -> None:
     """F_t in full Hugging Face format, written once by the main process (FSDP and ZeRO gather the whole
     weights onto it first, which every process must join)."""
-    from imm.finetune import fold_lora
     from imm.models import save_model
 
     state = accelerator.get_state_dict(model)  # every process: a collective under FSDP and ZeRO
     if accelerator.is_main_process:
         plain = accelerator.unwrap_model(model)
-        if cfg.method == "lora":  # DDP only (check_launch): the adapter sits beside the whole weights
+        if cfg.method == FinetuneMethod.LORA:  # DDP only (check_launch): the adapter sits beside the whole weights
             save_model(fold_lora(plain), tokenizer, out)
         else:
             save_model(plain, tokenizer, out, state_dict=state)
@@ -197,8 +206,6 @@ def work(job_dir: Path) -> None:
     import torch
     from accelerate import Accelerator
 
-    from imm.config import from_dict
-    from imm.finetune import load_for_training, train_processes
     from imm.models import LoadPolicy, load_policy
     from imm.outputs import atomic_write_json
 
@@ -221,8 +228,6 @@ def work(job_dir: Path) -> None:
 def follow(run_dir: Path, machine_rank: int, accelerate_config: str, poll: float = 2.0) -> None:
     """On another machine of a multi-node run: join every training job the loop writes under `run_dir`
     (a shared filesystem), as process group member `machine_rank`, until the loop ends (Ctrl-C)."""
-    from imm.config import from_dict
-
     if not accelerate_config:
         raise UserError("--follow needs --config-file: the accelerate file of the machines, as the loop's node has it")
     if int(read_accelerate_config(accelerate_config).get("num_machines", 1)) < 2:

@@ -38,7 +38,7 @@ import yaml
 from imm import report
 from imm.arms import Arm, NextGenerator, Source, shared_stages
 from imm.models import LoadPolicy, ResolvedModel, check_checkpoint_matches_config, fetch_model, load_policy
-from imm.config import RunConfig, experiment_settings, from_dict, load_config, per_seed, seeds_report_dir, to_dict
+from imm.config import RunConfig, experiment_settings, from_dict, per_seed, seeds_report_dir, to_dict
 from imm.errors import UserError
 from imm.merging.merge_back import fine_tunes
 from imm.layout import FINETUNED, GENERATOR, MERGED, RUN_ENTRIES, TEACHER, RunLayout, training_log
@@ -69,7 +69,7 @@ class Stages:
 
 def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
     from imm.evaluation.suite import evaluate_on_run_tasks
-    from imm.finetune import finetune_checkpoint
+    from imm.finetune_launch import finetune_checkpoint
     from imm.merging.merge_back import merge_back
     from imm.sampling import read_samples, sample_questions
     from imm.verify.training_set import build_training_set, read_training_set
@@ -397,6 +397,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import torch
+
+    from imm.preflight import load_config
 
     cfg = load_config(args.config, tuple(args.overrides))
     if cfg.model.threads:

@@ -20,14 +20,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
+from imm.config import Backend, ModelConfig, SampleConfig
 from imm.errors import UserError
-
-if TYPE_CHECKING:
-    from imm.config import ModelConfig, SampleConfig
-
-BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -72,17 +68,17 @@ class Engine(Protocol):
 
 
 def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise UserError(f"sampling.backend {backend!r} is unknown; pick one of {', '.join(BACKENDS)}")
+    if backend not in tuple(Backend):
+        raise UserError(f"sampling.backend {backend!r} is unknown; pick one of {', '.join(Backend)}")
 
 
 @contextmanager
-def open_engine(path: str | Path, sampling: "SampleConfig", model: "ModelConfig", *,
+def open_engine(path: str | Path, sampling: SampleConfig, model: ModelConfig, *,
                 batch_size: int) -> Iterator[Engine]:
     """The engine `sampling.backend` names, on the checkpoint at `path`; closed (its memory returned) on exit.
     `batch_size` counts sequences per generation batch (`sampling.batch_size` or `eval.batch_size`)."""
     check_backend(sampling.backend)
-    if sampling.backend == "hf":
+    if sampling.backend == Backend.HF:
         from imm.engines.hf import HFEngine, cpu_workers
         from imm.models import load_model
 

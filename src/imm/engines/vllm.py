@@ -39,13 +39,11 @@ import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
+from imm.config import ModelConfig, SampleConfig
 from imm.engines import Completion, Request
 from imm.errors import UserError
-
-if TYPE_CHECKING:
-    from imm.config import ModelConfig, SampleConfig
 
 WORKER = Path(__file__).with_name("vllm_worker.py")
 CHECKOUT = Path(__file__).resolve().parents[3]  # the source checkout, for an editable install
@@ -88,7 +86,7 @@ def _imports_vllm(python: Path) -> str:
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
 
 
-def check_vllm(s: "SampleConfig", *, start: bool) -> None:
+def check_vllm(s: SampleConfig, *, start: bool) -> None:
     """The vllm fields; with `start`, that their Python imports vLLM (before any model is loaded)."""
     checks = [(s.vllm_tensor_parallel >= 1, f"sampling.vllm_tensor_parallel must be at least 1, got {s.vllm_tensor_parallel}"),
               (s.vllm_data_parallel >= 1, f"sampling.vllm_data_parallel must be at least 1, got {s.vllm_data_parallel}"),
@@ -113,7 +111,7 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def worker_environments(s: "SampleConfig") -> list[dict[str, str]]:
+def worker_environments(s: SampleConfig) -> list[dict[str, str]]:
     """The environment of each data-parallel child: its own GPUs, or on a CPU its own cores (one OpenMP
     thread list per tensor-parallel rank), so children never share a device. With the Ray executor, Ray
     places the GPUs."""
@@ -221,7 +219,7 @@ def shards(count: int, parts: int) -> list[range]:
 class VLLMEngine:
     """vLLM children on one checkpoint for one stage; `close` shuts them down and returns their memory."""
 
-    def __init__(self, path: str | Path, sampling: "SampleConfig", model: "ModelConfig", *, batch_size: int):
+    def __init__(self, path: str | Path, sampling: SampleConfig, model: ModelConfig, *, batch_size: int):
         from imm.models import check_weight_files, current_load_policy, fetch_model
 
         check_vllm(sampling, start=True)

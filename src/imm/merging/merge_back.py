@@ -21,49 +21,42 @@ passes as one number per block; `imm merge` YAML gives the numbers themselves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
-if TYPE_CHECKING:
-    from imm.config import MergeConfig
-    from imm.merging.spec import MergeSpec
+from imm.config import ImportanceKind, MergeConfig
+from imm.errors import UserError
+from imm.merging.driver import merge
+from imm.merging.methods import METHODS
+from imm.merging.spec import MergeSpec
 
 
 def _complement(weight: float | list[float]) -> float | list[float]:
     return [1 - w for w in weight] if isinstance(weight, list) else 1 - weight
 
 
-DEFAULT_IMPORTANCE = "influence"  # the measure imm_layerwise reads when merge.parameters.importance is unset [ours]
+DEFAULT_IMPORTANCE = ImportanceKind.INFLUENCE  # the measure imm_layerwise reads when merge.parameters.importance is unset [ours]
 
 
-def fine_tunes(m: "MergeConfig") -> int:
+def fine_tunes(m: MergeConfig) -> int:
     """How many fine-tunes of one iteration the block merges: 2 for model_stock (it needs an angle), else 1."""
-    from imm.merging.methods import METHODS
-
     return max(1, METHODS[m.method].min_models) if m.method in METHODS else 1
 
 
-def importance_kind(m: "MergeConfig") -> str | None:
+def importance_kind(m: MergeConfig) -> str | None:
     """The importance measure of θ0 an imm_layerwise block reads, or None (numbers given, or another method)."""
-    from imm.analysis.importance import KINDS
-    from imm.errors import UserError
-
     if m.method != "imm_layerwise":
         return None
     kind = m.parameters.get("importance", DEFAULT_IMPORTANCE)
-    if isinstance(kind, str) and kind not in KINDS:
-        raise UserError(f"parameters.importance must be one of {', '.join(KINDS)} (θ0's measured importance) "
+    if isinstance(kind, str) and kind not in tuple(ImportanceKind):
+        raise UserError(f"parameters.importance must be one of {', '.join(ImportanceKind)} (θ0's measured importance) "
                         f"or one number per block, got {kind!r}")
     return kind if isinstance(kind, str) else None
 
 
-def merge_back_spec(base: Path | str, finetuned: Path | str | Sequence[Path | str], m: "MergeConfig", *,
-                    folders_exist: bool = True, importance: Sequence[float] | None = None) -> "MergeSpec":
+def merge_back_spec(base: Path | str, finetuned: Path | str | Sequence[Path | str], m: MergeConfig, *,
+                    folders_exist: bool = True, importance: Sequence[float] | None = None) -> MergeSpec:
     """The `imm merge` spec of θ_t; with `folders_exist=False` it checks the block before any model exists.
     `importance`: θ0's importance per block, for an imm_layerwise block that names a measure."""
-    from imm.merging.methods import METHODS
-    from imm.merging.spec import MergeSpec
-    from imm.errors import UserError
-
     if m.method not in METHODS:
         raise UserError(f"method {m.method!r} is unknown; choose one of {', '.join(sorted(METHODS))}")
     method = METHODS[m.method]
@@ -90,22 +83,17 @@ def merge_back_spec(base: Path | str, finetuned: Path | str | Sequence[Path | st
     return MergeSpec.from_dict({**raw, "dtype": "float32"}, folders_exist=folders_exist)
 
 
-def check_merge_block(m: "MergeConfig") -> None:
+def check_merge_block(m: MergeConfig) -> None:
     """Everything about the run's merge block that can be checked before a model is trained."""
-    from imm.errors import UserError
-
     try:
         merge_back_spec("θ0", [f"F_t{'′' * i}" for i in range(fine_tunes(m))], m, folders_exist=False)
     except UserError as err:
         raise UserError(f"the merge block (merge.method, merge.weight = λ, merge.parameters): {err}") from None
 
 
-def merge_back(base: Path, finetuned: Path | Sequence[Path], out: Path, m: "MergeConfig", seed: int,
+def merge_back(base: Path, finetuned: Path | Sequence[Path], out: Path, m: MergeConfig, seed: int,
                importance: Callable[[str], Sequence[float]] | None = None) -> str:
     """θ_t written to `out`; `importance(kind)` gives θ0's importance per block where the block needs it."""
-    from imm.errors import UserError
-    from imm.merging.driver import merge
-
     kind = importance_kind(m)
     if kind is not None and importance is None:
         raise UserError(f"merge_method imm_layerwise reads θ0's {kind} importance, which only a run measures; "
@@ -115,14 +103,12 @@ def merge_back(base: Path, finetuned: Path | Sequence[Path], out: Path, m: "Merg
     return describe(m)
 
 
-def describe(m: "MergeConfig") -> str:
+def describe(m: MergeConfig) -> str:
     """The block in a few words: the method and what it reads (λ and density only where it reads them)."""
     return ", ".join([m.method, *settings_read(m)])
 
 
-def settings_read(m: "MergeConfig") -> list[str]:
-    from imm.merging.methods import METHODS
-
+def settings_read(m: MergeConfig) -> list[str]:
     per_model = METHODS[m.method].per_model
     read = [f"λ {m.weight}"] if "weight" in per_model or m.method in ("linear", "slerp") else []
     read += [f"density {m.density}"] if "density" in per_model else []

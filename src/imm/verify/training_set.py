@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from imm.config import FilterConfig
-    from imm.sampling import Sample
+from imm.config import FilterConfig
+from imm.sampling import Sample
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class Example:
     response: str  # " " + the completion: the model continues the prompt after one space
 
 
-def select(f: "FilterConfig", samples: Sequence["Sample"]) -> list[Example]:
+def select(f: FilterConfig, samples: Sequence[Sample]) -> list[Example]:
     """The verified samples, optionally step-checked, de-duplicated and capped per question."""
     kept, per_question, seen = [], {}, set()
     for sample in samples:
@@ -41,7 +40,7 @@ def select(f: "FilterConfig", samples: Sequence["Sample"]) -> list[Example]:
     return kept
 
 
-def build_training_set(f: "FilterConfig", samples: Sequence["Sample"], out: Path, stats_out: Path) -> str:
+def build_training_set(f: FilterConfig, samples: Sequence[Sample], out: Path, stats_out: Path) -> str:
     """Write D_t (`out`, the output that marks the stage done, last) and its counts (`stats_out`)."""
     from imm.outputs import atomic_write_json, atomic_write_jsonl
 
