@@ -14,7 +14,7 @@ from imm import config
 from imm.arms import ARMS, check_arms, needs_teacher
 from imm.config import RunConfig
 from imm.engines.vllm import check_vllm
-from imm.errors import UserError
+from imm.errors import UserError, several
 from imm.evaluation.suite import check_eval
 from imm.finetune import check_finetune
 from imm.finetune_launch import check_launch
@@ -37,11 +37,8 @@ def load_config(name_or_path: str = "default", overrides: tuple[str, ...] = ()) 
 
 def check(cfg: RunConfig) -> None:
     """Raise one UserError naming every problem of `cfg`, one line each (the line itself when there is one)."""
-    found = problems(cfg)
-    if len(found) == 1:
-        raise UserError(found[0])
-    if found:
-        raise UserError(f"{len(found)} problems in the config:\n  " + "\n  ".join(found))
+    if found := problems(cfg):
+        raise several(found)
 
 
 def problems(cfg: RunConfig) -> list[str]:
