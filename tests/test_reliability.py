@@ -240,7 +240,7 @@ HOSTILE = {
                                                _gsm8k(p, [json.dumps({"question": "1 + 1?"})]), "--out", str(p / "e")],
                                     "row 1 of"),
     "binary data file": (lambda p: ["eval", "--model", "builtin", "--task", "gsm8k=" + str(_file(p, "x.jsonl", BINARY)),
-                                    "--out", str(p / "e")], "cannot read"),
+                                    "--out", str(p / "e")], "line 1 of"),
     "truncated safetensors (eval)": (lambda p: ["eval", "--model", str(_truncated(p)), "--task", "arith",
                                                 "--out", str(p / "e")], "is truncated ("),
     "corrupt safetensors header (eval)": (lambda p: ["eval", "--model", str(_corrupt(p)), "--task", "arith",
