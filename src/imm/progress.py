@@ -14,7 +14,7 @@ import time
 
 from tqdm.auto import tqdm
 
-PLAIN_EVERY = 10.0  # seconds between two plain lines of one stage
+PLAIN_EVERY = 30.0  # seconds between two plain lines of one stage: a 4-minute stage logs about 8
 _PLAIN = False  # set in a process that runs beside others (imm.side_by_side)
 
 
