@@ -93,9 +93,7 @@ def test_any_value_of_any_setting_exits_0_or_is_one_line_with_exit_2(setting, va
         value = value if value != "vllm" else "hf"  # starting vLLM's own Python is not validation
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
     err = io.StringIO()
-    with mock.patch("imm.loop.run_loop", lambda cfg, restart=False: cfg.run_dir), \
-            mock.patch("imm.loop.report.write_runs", lambda runs, out: out), mock.patch("torch.set_num_threads"), \
-            redirect_stderr(err):
+    with mock.patch("imm.loop.run_experiment", lambda cfg, restart=False: []), redirect_stderr(err):
         code = main(["run", "--config", "smoke", f"{key}={text}"])
     lines = err.getvalue().splitlines()
     assert code == 0 and lines == [] or code == 2 and lines[0].startswith("imm run: error: "), (code, lines)

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm.preflight import load_config
 from imm.errors import UserError
@@ -29,6 +28,8 @@ from imm.layout import read_jsonl
 from imm.models import load_model, save_model
 from imm.verify.training_set import Example
 from imm.world.tokenizer import train_tokenizer
+
+from tiny import tiny_llama
 
 RTOL, ATOL = 1e-5, 1e-5
 DOCUMENTED = Path(__file__).resolve().parents[1] / "docs" / "accelerate"  # the files docs/scale.md shows
@@ -43,10 +44,7 @@ def setup(tmp_path_factory) -> tuple[Path, list[Example]]:
     examples = [Example(str(i), f"Question: {a} + {b} = ?\nAnswer:", f" {a} + {b} = {a + b}. The answer is {a + b}.")
                 for i, (a, b) in enumerate(sums)]
     tok = train_tokenizer([e.prompt + e.response for e in examples], vocab_size=300)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    model = tiny_llama(tokenizer=tok, max_position_embeddings=128)
     init = tmp_path_factory.mktemp("init") / "model"
     save_model(model, tok, init)
     return init, examples

@@ -13,8 +13,7 @@ import yaml
 from imm import cli
 from imm.config import load_config, to_dict
 from imm.errors import UserError
-from imm.layout import RunLayout
-from imm.loop import prepare_run_dir
+from imm.layout import RunLayout, prepare_run_dir
 from imm.outputs import atomic_write_text, check_output_file, output_dir
 from imm.report.cli import is_report_markdown
 from imm.report.document import Cell, Figure, Report, Section, Table

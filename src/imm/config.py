@@ -62,6 +62,15 @@ class FinetuneMethod(enum.StrEnum):
     LORA = "lora"  # a LoRA adapter, folded into the weights [ours]
 
 
+class CheckpointDtype(enum.StrEnum):
+    """The dtype F_t and θ_t are saved in (imm.models.checkpoint_dtype); training itself runs in float32."""
+
+    BASE = "base"  # θ0's own [ours]: a bfloat16 model's checkpoints take half the disk of float32 ones
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
 class ImportanceKind(enum.StrEnum):
     """The layer-importance measures (imm.analysis.importance.MEASURES has one row each)."""
 
@@ -80,6 +89,7 @@ class ModelConfig:
     workers: int = run_option(0, 0, 4096)  # CPU generation processes (imm.engines.hf); 0 = one per core, 1 on a GPU
     allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.models)
     trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
+    checkpoint_dtype: CheckpointDtype = CheckpointDtype.BASE  # F_t and θ_t saved as: base (θ0's dtype) | float32 | ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,8 @@ class FinetuneConfig:
     warmup_ratio: float = setting(0.03, 0, 1)  # [paper code]
     weight_decay: float = setting(0.0, 0, 1)
     max_grad_norm: float = setting(1.0, 0, 1e6, low_open=True)
-    max_length: int = setting(512, 16, 1_048_576)  # [paper code]
+    max_length: int = setting(512, 16, 1_048_576)  # [paper code] tokens per example: the response always whole (imm.finetune.encode_examples)
+    prompt_shots: int = setting(0, 0, 256)  # [paper code: the question alone] worked examples in a training prompt [ours: more]
     bucket_chunks: int = setting(50, 1, BIG)  # batches per length-sorted chunk: larger = less padding, less shuffling
     method: FinetuneMethod = FinetuneMethod.FULL  # full: every weight [paper]; lora: a folded LoRA adapter [ours]
     lora_rank: int = setting(16, 1, 65_536)

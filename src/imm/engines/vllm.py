@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 from imm.config import ModelConfig, SampleConfig
-from imm.engines import Completion, Request
+from imm.engines.records import Completion, Request
 from imm.errors import UserError
 
 WORKER = Path(__file__).with_name("vllm_worker.py")
@@ -196,19 +196,6 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool):
     return tokenizer
 
 
-def completion(tokenizer, ids: list[int], entropy: list[float], stop: Sequence[str]) -> Completion:
-    """A child's token ids as the hf engine's record: up to and including the first end token, the text
-    decoded here and cut at the first stop string."""
-    from imm.engines.hf import cut_at_stop
-
-    n = len(ids)
-    for end in (tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if end in ids:
-            n = min(n, ids.index(end) + 1)
-    text = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
-    return Completion(text=text, num_tokens=n, mean_entropy=sum(entropy[:n]) / n if n else 0.0)
-
-
 def shards(count: int, parts: int) -> list[range]:
     """`count` requests in `parts` contiguous runs whose lengths differ by at most one."""
     size, extra = divmod(count, parts)
@@ -257,7 +244,7 @@ class VLLMEngine:
                             "seeds": [request_seed(seed, i, j) if temperature > 0 else None for i, j in mine]})
                 busy.append(child)
         outputs = [out for child in busy for out in child.receive()["outputs"]]
-        flat = [completion(self.tokenizer, out["ids"], out["entropy"], stop) for out in outputs]
+        flat = [Completion.of(self.tokenizer, out["ids"], out["entropy"], stop) for out in outputs]
         return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
 
     def generate_many(self, requests: Sequence[Request]) -> list[list[list[Completion]]]:

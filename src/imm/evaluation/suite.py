@@ -32,13 +32,14 @@ def evaluate_on_run_tasks(model_path: Path, data: DataConfig, prompt: PromptConf
 
     domains = [(domain, get_task(name)) for domain, names in (("id", data.id_tasks), ("ood", data.ood_tasks))
                for name in names]
+    train = get_task(data.train_task)  # shows the worked examples of a task that has no train split of its own
     with open_engine(model_path, s, m, batch_size=e.batch_size) as engine:
-        asked = [Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems))
+        asked = [Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems, fallback=train))
                  for _, task in domains for problems in [task.problems("test")[:e.limit]]]
         if e.diversity_k:
             task = get_task(data.id_tasks[0])
             problems = task.problems("test")[:e.diversity_questions]
-            asked.append(Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems),
+            asked.append(Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems, fallback=train),
                                e.diversity_k, e.diversity_temperature))
         evaluated = evaluate_many(engine, asked, max_new_tokens=e.max_new_tokens, seed=seed)
     results, rows = {}, []
