@@ -9,7 +9,7 @@ from imm.cli import main
 @pytest.mark.parametrize("args, message", [
     (["run", "finetune.lr=1e-4"], "unknown config key finetune.lr"),
     (["run", "sampling.k=two"], "config key sampling.k must be int"),
-    (["run", "iterations=0"], "iterations must be positive"),
+    (["run", "iterations=0"], "config key iterations must be in [1, 1000], got 0"),
     (["run", "model.base=/no/such/model"], "model path /no/such/model does not exist"),
     (["run", "data.train_task=nope"], "unknown task 'nope'"),
     (["run", "arms=[imm, distil]"], "unknown arm 'distil'; choose among self_improve, imm, distill, distill_imm"),

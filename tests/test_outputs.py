@@ -229,23 +229,30 @@ def test_imm_world_build_checks_its_outputs_before_training(tmp_path, capsys):
     assert not (tmp_path / "out2").exists()
 
 
-def test_imm_score_does_not_replace_an_existing_file(tmp_path, capsys):
+def test_imm_score_replaces_only_a_file_it_wrote(tmp_path, capsys):
+    """A user's file is refused even with --overwrite, and the refusal does not offer the flag; a file
+    imm score wrote needs --overwrite, and gets replaced with it."""
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"completion": "The answer is 5.", "answer": "5"}) + "\n")
     (tmp_path / "mine.jsonl").write_text("mine")
-    assert cli.main(["score", str(rows), "--task", "gsm8k", "--out", str(tmp_path / "mine.jsonl")]) == 2
-    one_error_line(capsys, "already exists; pass --overwrite")
-    assert (tmp_path / "mine.jsonl").read_text() == "mine"
-    assert cli.main(["score", str(rows), "--task", "gsm8k", "--out", str(tmp_path / "mine.jsonl"), "--overwrite"]) == 0
+    for extra in ([], ["--overwrite"]):
+        assert cli.main(["score", str(rows), "--task", "gsm8k", "--out", str(tmp_path / "mine.jsonl"), *extra]) == 2
+        one_error_line(capsys, "exists and imm did not write it")
+        assert (tmp_path / "mine.jsonl").read_text() == "mine"
+    out = str(tmp_path / "scored.jsonl")
+    assert cli.main(["score", str(rows), "--task", "gsm8k", "--out", out]) == 0
+    assert cli.main(["score", str(rows), "--task", "gsm8k", "--out", out]) == 2
+    one_error_line(capsys, "holds an earlier imm output; pass --overwrite")
+    assert cli.main(["score", str(rows), "--task", "gsm8k", "--out", out, "--overwrite"]) == 0
 
 
 def test_imm_run_writes_only_into_new_folders_or_runs(tmp_path, capsys):
     user_folder(tmp_path / "mine")
     args = ["run", "--config", "smoke", f"out_dir={tmp_path}"]
     assert cli.main([*args, "name=mine"]) == 2
-    one_error_line(capsys, "holds no imm run")
+    one_error_line(capsys, "is not an imm run folder")
     assert cli.main([*args, "name=mine", "--restart"]) == 2
-    one_error_line(capsys, "holds no imm run")
+    one_error_line(capsys, "is not an imm run folder")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
@@ -264,4 +271,4 @@ def test_imm_run_restart_removes_only_a_run_folder(tmp_path, capsys):
     assert (cfg.run_dir / "notes.txt").exists() and (cfg.run_dir / "arms").exists()
     os.remove(cfg.run_dir / "notes.txt")
     prepare_run_dir(cfg, layout, restart=True)
-    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["config.yaml", "imm_output.json"]

@@ -28,14 +28,15 @@ def test_a_closed_set_parses_to_its_enum_and_is_written_back_as_its_string():
 
 
 def test_every_problem_is_reported_together_one_line_each():
-    """Three blocks wrong at once (sampling, evaluation, finetune): three lines, in the checks' order."""
+    """Three blocks wrong at once (sampling, evaluation, finetune): three lines, in the config's order."""
     with pytest.raises(UserError) as err:
         load_config("smoke", ("sampling.k=0", "eval.limit=0", "finetune.epochs=0"))
     lines = str(err.value).splitlines()
     assert lines[0] == "3 problems in the config:"
-    assert [line.strip() for line in lines[1:]] == ["sampling.k must be positive, got 0",
-                                                   "finetune.epochs must be positive, got 0",
-                                                   "eval.limit must be positive, got 0"]
+    assert [line.strip() for line in lines[1:]] == [  # out of the ranges declared beside the fields
+        "config key sampling.k must be in [1, 1024], got 0; set a value in that range",
+        "config key finetune.epochs must be in [1, 10000], got 0; set a value in that range",
+        "config key eval.limit must be in [1, 2147483647], got 0; set a value in that range"]
 
 
 def test_a_valid_config_has_no_problem():

@@ -118,20 +118,22 @@ def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
 # --- numerical faults -----------------------------------------------------------------------
 
 def test_a_nan_loss_stops_fine_tuning_naming_the_step_and_keeps_no_checkpoint(tmp_path):
-    """lr 1e30: step 1 is finite, its update overflows every weight, so step 2's loss is not a number."""
+    """lr 1e30: step 1's loss is finite, its update overflows every weight: caught right after that step."""
     from imm.verify.training_set import Example
 
     examples = [Example(f"q{i}", f"Q: {i} + 1 = ?\nA:", f" {i} + 1 = {i + 1}. The answer is {i + 1}.") for i in range(8)]
     cfg = FinetuneConfig(learning_rate=1e30, epochs=2, batch_size=4, warmup_ratio=0.0)
-    with pytest.raises(UserError, match=r"the loss is (nan|inf) at optimizer step [2-4] of 4; F_t is not saved"):
+    with pytest.raises(UserError, match=r"fine-tuning diverged: NaN or Inf weights at optimizer step 1 of 4; F_t is not saved"):
         finetune_checkpoint(BUILTIN_DIR, examples, cfg, tmp_path / "F_1", tmp_path / "stats.json", seed=0, device="cpu")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_imm_run_names_the_iteration_of_a_diverged_fine_tune(tmp_path, capsys):
-    args = ["run", *TINY_RUN, "finetune.learning_rate=1e30", "finetune.batch_size=1", f"out_dir={tmp_path}"]
+    """lr 1 (the top of its range): AdamW's first step moves every weight by about 1, the built-in model's
+    weights are near 0.02: the weight norm grows far past 4x at optimizer step 1."""
+    args = ["run", *TINY_RUN, "finetune.learning_rate=1", "finetune.batch_size=1", f"out_dir={tmp_path}"]
     assert cli.main(args) == 2
-    line = one_line(capsys, "imm iteration 1, finetune: fine-tuning diverged: the loss is")
+    line = one_line(capsys, "imm iteration 1, finetune: fine-tuning diverged: ")
     assert "at optimizer step" in line
     iteration = tmp_path / "smoke" / "arms" / "imm" / "iter_1"
     assert (iteration / "dataset.jsonl").is_file() and not (iteration / "finetuned").exists()
@@ -141,10 +143,10 @@ def test_imm_run_names_the_iteration_of_a_diverged_fine_tune(tmp_path, capsys):
 def test_fine_tunes_trained_at_once_report_a_divergence_as_one_line_naming_the_arm(tmp_path, capsys):
     """Two threads, two arms whose F_1 differ (θ0's and the teacher's samples): both train at once, in forked
     processes, and diverge; the run stops with the first one's line, as when training alone."""
-    args = ["run", *TINY_RUN, "model.threads=2", "arms=[self_improve,distill]", "finetune.learning_rate=1e30",
+    args = ["run", *TINY_RUN, "model.threads=2", "arms=[self_improve,distill]", "finetune.learning_rate=1",
             "finetune.batch_size=1", f"out_dir={tmp_path}"]
     assert cli.main(args) == 2
-    line = one_line(capsys, "self_improve iteration 1, finetune: fine-tuning diverged: the loss is")
+    line = one_line(capsys, "self_improve iteration 1, finetune: fine-tuning diverged: ")
     assert "at optimizer step" in line
     for arm in ("self_improve", "distill"):
         assert not (tmp_path / "smoke" / "arms" / arm / "iter_1" / "finetuned").exists()
@@ -240,7 +242,7 @@ HOSTILE = {
                                                _gsm8k(p, [json.dumps({"question": "1 + 1?"})]), "--out", str(p / "e")],
                                     "row 1 of"),
     "binary data file": (lambda p: ["eval", "--model", "builtin", "--task", "gsm8k=" + str(_file(p, "x.jsonl", BINARY)),
-                                    "--out", str(p / "e")], "cannot read"),
+                                    "--out", str(p / "e")], "line 1 of"),
     "truncated safetensors (eval)": (lambda p: ["eval", "--model", str(_truncated(p)), "--task", "arith",
                                                 "--out", str(p / "e")], "is truncated ("),
     "corrupt safetensors header (eval)": (lambda p: ["eval", "--model", str(_corrupt(p)), "--task", "arith",

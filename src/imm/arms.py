@@ -23,6 +23,7 @@ from enum import Enum, StrEnum
 from typing import Collection
 
 from imm.errors import UserError
+from imm.names import check_name
 
 
 class Stage(StrEnum):
@@ -78,9 +79,11 @@ def get_arm(name: str, merge_arms: Collection[str] = ()) -> Arm:
 
 
 def check_arms(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> None:
-    """At least one arm, each known and listed once."""
+    """At least one arm, each a plain name (imm.names), known and listed once."""
     if not names:
         raise UserError(f"arms must name at least one of {list(ARMS)}")
+    for name in (*merge_arms, *names):
+        check_name(name, "arm name")
     for name in names:
         get_arm(name, merge_arms)
     if len(set(names)) != len(names):

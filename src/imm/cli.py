@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from imm.errors import UserError
+from imm.errors import UserError, printable
 from imm.outputs import write_error
 from imm.stage_memory import long_lived_frozen
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         with long_lived_frozen():
             return int(module.main(args) or 0)
     except UserError as err:
-        print(f"imm {argv[0]}: error: {err}", file=sys.stderr)
+        print(f"imm {argv[0]}: error: {printable(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"imm {argv[0]}: interrupted; re-run the same command to resume", file=sys.stderr, flush=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,13 +24,20 @@ from typing import Any, Union
 import yaml
 
 from imm.arms import Arm, get_arm
-from imm.errors import UserError
+from imm.errors import UserError, problems_of, several
 from imm.prompts import PromptConfig
+from imm.ranges import Range, setting
 
 
-def run_option(default: Any) -> Any:
+def run_option(default: Any, low: float | None = None, high: float | None = None) -> Any:
     """A field that changes how a run computes, not what it means: resuming under another value is allowed."""
+    if low is not None:
+        return setting(default, low, high, run=True)
     return field(default=default, metadata={"run_option": True})
+
+
+BIG = 2**31 - 1  # the largest count or seed any setting takes (a C int: torch, numpy and vLLM accept it)
+TOKENS = 32_768  # the most new tokens per answer: a longer ask is a typo, and allocates for all of them
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -77,8 +85,8 @@ class ModelConfig:
     teacher: str = "builtin-teacher"  # writes S_t in the distillation arms: any causal LM checkpoint [ours]
     device: str = run_option("auto")  # auto | cpu | cuda[:N]
     dtype: str = run_option("auto")  # auto | float32 | bfloat16 | float16
-    threads: int = run_option(0)  # CPU threads for torch; 0 = torch's default (one per core)
-    workers: int = run_option(0)  # CPU generation processes (imm.engines.hf); 0 = one per core, 1 on a GPU
+    threads: int = run_option(0, 0, 4096)  # CPU threads for torch; 0 = torch's default (one per core)
+    workers: int = run_option(0, 0, 4096)  # CPU generation processes (imm.engines.hf); 0 = one per core, 1 on a GPU
     allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.models)
     trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
     checkpoint_dtype: CheckpointDtype = CheckpointDtype.BASE  # F_t and θ_t saved as: base (θ0's dtype) | float32 | ...
@@ -87,58 +95,58 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     train_task: str = "arith"  # questions the model self-improves on (its train split)
-    train_questions: int = 1000
+    train_questions: int = setting(1000, 1, BIG)
     id_tasks: tuple[str, ...] = ("arith",)
     ood_tasks: tuple[str, ...] = ("arith_vocab", "arith_long", "arith_muldiv", "arith_big", "arith_symbolic")
 
 
 @dataclass(frozen=True)
 class SampleConfig:
-    k: int = 4  # [ours] K samples per question (the paper's code samples greedily three times)
-    temperature: float = 0.8  # [ours]
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    batch_size: int = run_option(64)  # sequences per generation batch
+    k: int = setting(4, 1, 1024)  # [ours] K samples per question (the paper's code samples greedily three times)
+    temperature: float = setting(0.8, 0, 100)  # [ours]
+    top_p: float = setting(1.0, 0, 1, low_open=True)
+    max_new_tokens: int = setting(128, 1, TOKENS)
+    batch_size: int = run_option(64, 1, 65_536)  # sequences per generation batch
     backend: Backend = Backend.HF  # generation engine for sampling and evaluation: hf | vllm (imm.engines)
     # The vllm engine's run options (imm.engines.vllm; docs/scale.md "Sampling with vLLM"):
     vllm_python: str = run_option("")  # Python of vLLM's environment; "" = this one if it has vLLM, else .venv-vllm
-    vllm_tensor_parallel: int = run_option(1)  # GPUs per vLLM engine (tensor_parallel_size)
-    vllm_data_parallel: int = run_option(1)  # vLLM engines, each on its own GPUs, splitting the prompts
-    vllm_gpu_memory: float = run_option(0.85)  # share of each GPU's memory vLLM takes (gpu_memory_utilization)
-    vllm_max_model_len: int = run_option(0)  # prompt + answer tokens per sequence; 0 = the checkpoint's own
+    vllm_tensor_parallel: int = run_option(1, 1, 4096)  # GPUs per vLLM engine (tensor_parallel_size)
+    vllm_data_parallel: int = run_option(1, 1, 4096)  # vLLM engines, each on its own GPUs, splitting the prompts
+    vllm_gpu_memory: float = setting(0.85, 0, 1, low_open=True, run=True)  # share of each GPU's memory vLLM takes (gpu_memory_utilization)
+    vllm_max_model_len: int = run_option(0, 0, BIG)  # prompt + answer tokens per sequence; 0 = the checkpoint's own
     vllm_executor: str = run_option("mp")  # mp: GPUs of this node; ray: GPUs of a Ray cluster (several nodes)
 
 
 @dataclass(frozen=True)
 class FilterConfig:
     dedup: bool = True  # [ours] drop identical completions of one question
-    max_per_question: int = 0  # [ours] keep at most this many per question; 0 = no cap
+    max_per_question: int = setting(0, 0, 1024)  # [ours] keep at most this many per question; 0 = no cap
     check_steps: bool = False  # [ours] also require every written step `a op b = c` to be right
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     init_from: InitFrom = InitFrom.GENERATOR  # [paper code] generator: F_t starts from G; base: from θ0 [ours]
-    learning_rate: float = 2e-5  # [paper code]
-    epochs: int = 3  # [paper code]
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03  # [paper code]
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512  # [paper code] tokens per example: the response always whole (imm.finetune.encode_examples)
-    prompt_shots: int = 0  # [paper code: the question alone] worked examples in a training prompt [ours: more]
-    bucket_chunks: int = 50  # batches per length-sorted chunk: larger = less padding, less shuffling
+    learning_rate: float = setting(2e-5, 0, 1, low_open=True)  # [paper code]
+    epochs: int = setting(3, 1, 10_000)  # [paper code]
+    batch_size: int = setting(16, 1, 65_536)
+    grad_accum: int = setting(1, 1, 65_536)
+    warmup_ratio: float = setting(0.03, 0, 1)  # [paper code]
+    weight_decay: float = setting(0.0, 0, 1)
+    max_grad_norm: float = setting(1.0, 0, 1e6, low_open=True)
+    max_length: int = setting(512, 16, 1_048_576)  # [paper code] tokens per example: the response always whole (imm.finetune.encode_examples)
+    prompt_shots: int = setting(0, 0, 256)  # [paper code: the question alone] worked examples in a training prompt [ours: more]
+    bucket_chunks: int = setting(50, 1, BIG)  # batches per length-sorted chunk: larger = less padding, less shuffling
     method: FinetuneMethod = FinetuneMethod.FULL  # full: every weight [paper]; lora: a folded LoRA adapter [ours]
-    lora_rank: int = 16
-    lora_alpha: float = 32.0  # the update is scaled by lora_alpha / lora_rank
-    lora_dropout: float = 0.05
+    lora_rank: int = setting(16, 1, 65_536)
+    lora_alpha: float = setting(32.0, 0, 1e6, low_open=True)  # the update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = setting(0.05, 0, 1, high_open=True)
     lora_targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names: attention and MLP projections
     bf16_autocast: bool | str = run_option("auto")  # auto: on a CUDA GPU with bf16 | true | false
     gradient_checkpointing: bool = run_option(False)  # recompute activations in backward: less memory
     # Training processes through accelerate (imm.finetune_launch); 1 = this process, as ever. A run option:
     # N processes take the same steps as one up to float rounding (tests/test_finetune_processes.py).
-    processes: int = run_option(1)
+    processes: int = run_option(1, 1, 4096)
     accelerate_config: str = run_option("")  # accelerate's own config file (DDP, FSDP, DeepSpeed); "" = DDP
     # imm run on a CPU: an iteration's independent F_t (one per arm) train at once, a share of the threads each
     # (imm.side_by_side; the same weights as one after the other). false: one after the other, all threads each.
@@ -148,26 +156,26 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class MergeConfig:
     method: str = "imm"  # [paper code] θ_t = θ0 + λ·DARE_p(F_t − θ0); any method of imm merge [ours]
-    weight: Union[float, list[float]] = 0.5  # λ [paper code]; a list is interpolated over depth [ours]
-    density: float = 0.8  # keep rate 1 − p, p = 0.2 [paper code]
+    weight: Union[float, list[float]] = setting(0.5, -100, 100)  # λ [paper code]; a list is interpolated over depth [ours]
+    density: float = setting(0.8, 0, 1, low_open=True)  # keep rate 1 − p, p = 0.2 [paper code]
     parameters: dict[str, Any] = field(default_factory=dict)  # the method's other parameters (gamma, epsilon, ...)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    limit: int = 500  # test problems per task (300 or more keeps the noise near ±3 points)
-    max_new_tokens: int = 128
-    batch_size: int = run_option(64)
-    diversity_k: int = 4  # samples per question for pass@k and the collapse metrics; 0 = off
-    diversity_questions: int = 100  # in-domain test questions those samples are drawn for
-    diversity_temperature: float = 0.8
+    limit: int = setting(500, 1, BIG)  # test problems per task (300 or more keeps the noise near ±3 points)
+    max_new_tokens: int = setting(128, 1, TOKENS)
+    batch_size: int = run_option(64, 1, 65_536)
+    diversity_k: int = setting(4, 0, 1024)  # samples per question for pass@k and the collapse metrics; 0 = off
+    diversity_questions: int = setting(100, 0, BIG)  # in-domain test questions those samples are drawn for
+    diversity_temperature: float = setting(0.8, 0, 100)
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
     enabled: bool = True  # layer tables after each iteration (imm analyze)
     probe_task: str = "arith"
-    probe_size: int = 64
+    probe_size: int = setting(64, 1, 1_000_000)
     importance: tuple[ImportanceKind, ...] = (ImportanceKind.ABLATION, ImportanceKind.GRADIENT)
 
 
@@ -175,9 +183,9 @@ class AnalysisConfig:
 class RunConfig:
     name: str = "default"
     out_dir: str = "runs"
-    seed: int = 0
-    seeds: tuple[int, ...] = ()  # several seeds: one run each, sibling folders <name>-seed<s> (`per_seed`)
-    iterations: int = 3  # [paper code]
+    seed: int = setting(0, 0, BIG)
+    seeds: tuple[int, ...] = setting((), 0, BIG)  # several seeds: one run each, sibling folders <name>-seed<s> (`per_seed`)
+    iterations: int = setting(3, 1, 1000)  # [paper code]
     arms: tuple[str, ...] = ("self_improve", "imm")  # names in imm.arms.ARMS
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -228,6 +236,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise UserError(f"config key {where} must be a mapping of {hint.__name__} fields, got {value!r}")
         return from_dict(hint, value, where + ".")
     if origin in (Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"config key {where} must be a finite number, got {value!r}")
         for option in typing.get_args(hint):
             try:
                 return _coerce(value, option, where)
@@ -256,6 +266,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             pass
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise UserError(f"config key {where} must be {hint.__name__}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise UserError(f"config key {where} must be a finite number, got {value!r}")
     return value
 
 
@@ -265,7 +277,24 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
     for key in data:
         if key not in names:
             raise UserError(f"unknown config key {prefix}{key}; known keys here: {', '.join(sorted(names))}")
-    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values, found = {}, []
+    for key, value in data.items():  # every problem of every key, reported together
+        try:
+            values[key] = _coerce(value, hints[key], prefix + key)
+            if (bounds := fields[key].metadata.get("range")) is not None:
+                _check_range(values[key], bounds, prefix + key)
+        except UserError as err:
+            found += [p for p in problems_of(err) if p not in found]
+    if found:
+        raise several(found)
+    return cls(**values)
+
+
+def _check_range(value: Any, bounds: Range, where: str) -> None:
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+        if item not in bounds:
+            raise UserError(f"config key {where} must be in {bounds}, got {item!r}; set a value in that range")
 
 
 def experiment_settings(cfg, prefix: str = "") -> dict:
@@ -323,13 +352,15 @@ def _read_yaml(name_or_path: str) -> dict:
             raise UserError(f"config {name_or_path!r} is neither a file nor a shipped config ({names})")
         path = shipped
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise UserError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
     except (OSError, UnicodeDecodeError) as err:  # a folder, a binary file, no permission
         raise UserError(f"cannot read config {path}: {getattr(err, 'strerror', None) or err}; pass a YAML file") from None
     if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
+        shown = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise UserError(f"config {path} must be a mapping of keys to values (e.g. iterations: 3), got {shown}")
+    data.pop("resolved", None)  # a run's saved config.yaml: where its models were found, not a setting
     return data
 
 

@@ -16,6 +16,7 @@ import copy
 from pathlib import Path
 
 from imm.errors import UserError
+from imm.gguf_header import check_gguf_header
 from imm.outputs import check_output_dir, output_dir
 
 GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
@@ -42,6 +43,7 @@ def check_gguf(path: Path) -> None:
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise UserError(f"{path} is not a GGUF file (it does not start with {GGUF_MAGIC.decode()}); pass a .gguf file")
+    check_gguf_header(path)  # every count and length within the file, before the gguf package trusts them
 
 
 def convert_gguf(gguf: Path, out: Path, *, overwrite: bool = False) -> Path:

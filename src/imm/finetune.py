@@ -26,10 +26,10 @@ from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from imm.config import FinetuneConfig, FinetuneMethod
 from imm.errors import UserError
+from imm.progress import progress
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
 
@@ -285,10 +285,30 @@ def _prepare(model, cfg: FinetuneConfig, total: int, accelerator):
     return model, opt, sched, accelerator.device
 
 
-def _weights_finite(model, accelerator) -> bool:
-    """No NaN or Inf in any weight (of any process's shard: every process must reach the same verdict)."""
-    bad = torch.tensor([float(sum(not bool(torch.isfinite(w).all()) for w in model.parameters()))])
-    return float(accelerator.reduce(bad.to(accelerator.device), "sum") if accelerator else bad) == 0
+# [ours] ‖θ‖ grown past this many times its value before training means the weights exploded, whatever
+# the loss says: a fine-tune moves weights by a small fraction of their norm (lr=1e9 moves them by 10^9).
+WEIGHT_GROWTH_LIMIT = 4.0
+
+
+def weight_norm(model, accelerator=None) -> float:
+    """‖θ‖ over every weight (of every process's shard); NaN or Inf when any weight is."""
+    params = [w.detach() for w in model.parameters() if w.numel()]
+    squares = torch.stack([torch.linalg.vector_norm(w.float()) ** 2 for w in params]).sum().double().reshape(1)
+    return float(accelerator.reduce(squares.to(accelerator.device), "sum") if accelerator else squares) ** 0.5
+
+
+def check_step(grad_norm, weights: float, start: float, step: int, total: int) -> None:
+    """After optimizer step `step` (the last included): a finite gradient norm and finite weights whose
+    norm stayed within WEIGHT_GROWTH_LIMIT of the start, or the stage stops with one line."""
+    fix = "F_t is not saved: lower finetune.learning_rate or finetune.max_grad_norm"
+    if grad_norm is not None and not math.isfinite(float(grad_norm)):
+        raise UserError(f"fine-tuning diverged: the gradient norm is {float(grad_norm)} at optimizer step {step} "
+                        f"of {total}; {fix}")
+    if not math.isfinite(weights):
+        raise UserError(f"fine-tuning diverged: NaN or Inf weights at optimizer step {step} of {total}; {fix}")
+    if weights > WEIGHT_GROWTH_LIMIT * start:
+        raise UserError(f"fine-tuning diverged: the weight norm grew from {start:.4g} to {weights:.4g} (over "
+                        f"{WEIGHT_GROWTH_LIMIT:g}x) at optimizer step {step} of {total}; {fix}")
 
 
 def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
@@ -308,7 +328,8 @@ def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: Fin
     main = accelerator is None or accelerator.is_main_process
     steps = targets = real = padded = 0
     loss, t0 = float("nan"), time.perf_counter()
-    bar = tqdm(total=total, desc=desc, unit="step", disable=desc is None or not main, leave=False)
+    bar = progress(total, desc, "step", disable=desc is None or not main)
+    start_norm = weight_norm(model, accelerator)
     model.train()
     with step_log(log if main else None) as write:
         for epoch in range(cfg.epochs):
@@ -322,6 +343,7 @@ def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: Fin
                 norm = clip(_trainable(model), cfg.max_grad_norm)  # before clipping; DeepSpeed clips itself: None
                 opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
                 steps, targets, real, padded = steps + 1, targets + n, real + r, padded + p
+                check_step(norm, weight_norm(model, accelerator), start_norm, steps, total)
                 write({"step": steps, "epoch": epoch + 1, "loss": loss, "lr": lr,
                        "grad_norm": None if norm is None else float(norm),
                        "tokens_per_s": r / max(time.perf_counter() - began, 1e-9),
@@ -329,9 +351,6 @@ def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: Fin
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update(1)
     bar.close()
-    if not _weights_finite(model, accelerator):  # a finite loss, an infinite gradient
-        raise UserError(f"fine-tuning left NaN or Inf weights after step {steps} of {total}; F_t is not saved: "
-                        f"lower finetune.learning_rate or finetune.max_grad_norm")
     model.eval()
     seconds = time.perf_counter() - t0
     return model, TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss,
@@ -362,7 +381,9 @@ def finetune_here(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out,
         save_model(*load_model(init, device=device, dtype=dtype), out)
         return "no verified sample: F_t is a copy of its init (warning recorded)"
     model, tokenizer = load_for_training(init, cfg, seed=seed, device=device)
-    stats = train(model, tokenizer, [(e.prompt, e.response, e.question_at) for e in examples], cfg, seed=seed, log=log_out)
+    where = "/".join(Path(out).parts[-3:-1])  # arms/<arm>/iter_<t>/finetuned: "<arm>/iter_<t>" names the bar
+    stats = train(model, tokenizer, [(e.prompt, e.response, e.question_at) for e in examples], cfg, seed=seed,
+                  desc=f"fine-tune {where}", log=log_out)
     atomic_write_json(stats_out, stats)
     trained = fold_lora(model) if cfg.method == FinetuneMethod.LORA else model
     save_model(trained.to(getattr(torch, dtype)), tokenizer, out)

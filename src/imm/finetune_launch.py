@@ -19,7 +19,6 @@ import argparse
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import yaml
 from imm.config import FinetuneConfig, FinetuneMethod, from_dict
 from imm.errors import UserError
 from imm.finetune import TrainStats, describe, finetune_here, fold_lora, load_for_training, train_processes
+from imm.parent_death import launcher_dies_with
 
 JOB = "job.json"
 PAIRS = "pairs.jsonl"
@@ -137,17 +137,6 @@ def write_job(job: Path, init, examples: Sequence, cfg: FinetuneConfig, out, sta
                                   "load_policy": asdict(current_load_policy())})
 
 
-def _die_with_parent() -> None:
-    """Run in the child before it starts: SIGTERM it when the loop's process dies, even by SIGKILL, so no
-    orphaned training keeps the GPUs or writes F_t into a run another process has resumed (Linux only)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def check_gpus(cfg: FinetuneConfig, device: str) -> None:
     """One GPU per process on this machine, where the processes train on GPUs."""
     import torch
@@ -182,7 +171,8 @@ def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, see
     job = temporary_sibling(out.with_name(f"{out.name}-job"))  # on the run folder's (shared) filesystem
     try:
         write_job(job, init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out, dtype=dtype)
-        code = subprocess.run(launch_command(job, cfg), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent).returncode
+        code = subprocess.run(launch_command(job, cfg), stdin=subprocess.DEVNULL,
+                              preexec_fn=launcher_dies_with(os.getpid())).returncode
         errors = sorted(job.glob("error-*.txt"))
         if errors:
             raise UserError(errors[0].read_text().strip())
@@ -256,7 +246,7 @@ def follow(run_dir: Path, machine_rank: int, accelerate_config: str, poll: float
                 cfg = FinetuneConfig(**{**asdict(cfg), "accelerate_config": accelerate_config})
                 print(f"machine {machine_rank}: joining the training job {job.parent}", flush=True)
                 subprocess.run(launch_command(job.parent, cfg, machine_rank), stdin=subprocess.DEVNULL,
-                               preexec_fn=_die_with_parent)
+                               preexec_fn=launcher_dies_with(os.getpid()))
         time.sleep(poll)
 
 

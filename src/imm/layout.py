@@ -1,6 +1,7 @@
 """The run folder: one object owns every path in it, and a stage is done exactly when its output exists.
 
     runs/<name>/
+      imm_output.json                   marks the folder as a run (kind "run"): written first, before any work
       config.yaml                       resolved config, written before any work
       run.lock                          held by the one `imm run` writing this folder (imm.run_lock)
       summary.csv                       arm,iteration,model,task,domain,metric,value,n
@@ -38,7 +39,7 @@ from imm.arms import Stage
 from imm.config import RunConfig, experiment_settings, from_dict, plain, to_dict
 from imm.errors import UserError
 from imm.models import ResolvedModel
-from imm.outputs import atomic_write_text, is_temporary, remove_written
+from imm.outputs import atomic_write_text, is_run_folder, is_temporary, mark_run_folder, remove_written
 
 GENERATOR, FINETUNED, MERGED = "generator", "finetuned", "merged"  # θ0 (iteration 0), F_t, θ_t
 TEACHER = "teacher"  # the distillation arms' teacher, evaluated at iteration 0 beside θ0
@@ -47,7 +48,7 @@ MODELS = (FINETUNED, MERGED)
 # The run folder's own top-level files and folders, by attribute; `imm run --restart` removes a folder
 # that holds only these (and the `iter_0` and `arms` trees).
 TOP_LEVEL = {"config": "config.yaml", "lock": "run.lock", "summary": "summary.csv", "timings": "timings.jsonl",
-             "report": "report", "importance_cache": "analysis_cache"}
+             "report": "report", "importance_cache": "analysis_cache", "marker": "imm_output.json"}
 RUN_ENTRIES = (*TOP_LEVEL.values(), "iter_0", "arms")
 
 
@@ -78,6 +79,7 @@ class RunLayout:
     timings = _top_level("timings")
     report = _top_level("report")
     importance_cache = _top_level("importance_cache")  # θ0's layer importance, measured once
+    marker = _top_level("marker")  # marks the folder as a run (imm.outputs.mark_run_folder)
 
     def reference_evaluation(self, model: str = GENERATOR) -> Path:
         """Iteration 0, shared by every arm: θ0 (`generator`) and, with distillation arms, the teacher."""
@@ -174,9 +176,9 @@ def check_run_dir(layout: RunLayout, restart: bool) -> None:
         return
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run folder; choose another name=... or out_dir=...")
-    if any(p != layout.lock for p in run_dir.iterdir()) and not layout.config.is_file():
-        raise UserError(f"{run_dir} exists and holds no imm run (no config.yaml); imm writes runs only into new "
-                        f"folders: choose another name=... or out_dir=...")
+    if any(p != layout.lock for p in run_dir.iterdir()) and not is_run_folder(run_dir):
+        raise UserError(f"{run_dir} exists and is not an imm run folder (no {layout.marker.name} of a run); imm writes "
+                        f"runs only into new or empty folders: choose another name=... or out_dir=...")
     if restart and (foreign := layout.foreign_entries()):
         raise UserError(f"{run_dir} holds entries no run writes ({', '.join(foreign[:3])}); --restart deletes only "
                         f"a run folder: move them away first")
@@ -211,6 +213,7 @@ def write_run_config(cfg: RunConfig, layout: RunLayout, restart: bool,
         remove_written(layout.root, run_entries=RUN_ENTRIES)
     if layout.config.exists():
         check_resumable(cfg, layout)
+    mark_run_folder(layout.root)
     record = {name: {"spec": m.spec, "folder": str(m.folder), "revision": m.revision} for name, m in (resolved or {}).items()}
     atomic_write_text(layout.config, yaml.safe_dump({**to_dict(cfg), "resolved": record}, sort_keys=False))
     for leftover in [p for p in layout.root.rglob(".*") if is_temporary(p)]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import re
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -206,18 +209,87 @@ def load_model(path: str | Path, *, device: str = "auto", dtype: str = "auto"):
     if isinstance(where, Path):
         check_weight_files(where, policy.allow_pickle)
     device = pick_device(device)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' table of missing weights: our one line says it instead
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=policy.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=pick_dtype(dtype, device),
-                                                     use_safetensors=None if policy.allow_pickle else True,
-                                                     trust_remote_code=policy.trust_remote_code)
+        with warnings.catch_warnings():  # torch's notice on a pickle's protocol: the verdict below is the line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model, info = AutoModelForCausalLM.from_pretrained(
+                where, dtype=pick_dtype(dtype, device), use_safetensors=None if policy.allow_pickle else True,
+                trust_remote_code=policy.trust_remote_code, output_loading_info=True)
+    except RuntimeError:  # weights of other shapes than the config's: say which, where the folder tells
+        if isinstance(where, Path):
+            check_checkpoint_matches_config(where)
+        raise UserError(f"cannot load model {path}: its weights do not fit its config.json; use the config.json "
+                        f"the weights were saved with") from None
+    except pickle.UnpicklingError as err:  # torch's weights-only loader refused what the pickle asked to run
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"cannot load model {path}: its pickled weights hold more than tensors ({first}); "
+                        f"use a safetensors copy from a source you trust") from None
     except (OSError, ValueError, SafetensorError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load model {path}: {first}; check the path or hub id and that it is a causal LM") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loaded_weights(path, model, info)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model.to(device).eval(), tokenizer
+
+
+def check_loaded_weights(path: str | Path, model, info: dict) -> None:
+    """Refuse a model whose weights are not all the checkpoint's: a missing weight would be a random
+    initialisation, an unexpected one a part of the checkpoint dropped (config.json of another architecture)."""
+    missing, unexpected = sorted(info.get("missing_keys", ())), sorted(info.get("unexpected_keys", ()))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+    if not (missing or unexpected or mismatched):
+        return
+    parts = [f"{len(names)} {what} (e.g. {names[0]})" for what, names in
+             (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched)) if names]
+    kind = ", ".join(getattr(model.config, "architectures", None) or [type(model).__name__])
+    raise UserError(f"model {path} does not match its config.json ({kind}): weights {'; '.join(parts)}; use the "
+                    f"config.json the weights were saved with")
+
+
+def check_checkpoint_matches_config(folder: Path) -> None:
+    """Before any work: the model its config.json describes, built on the meta device (no memory, no
+    weights read), has exactly the stored tensors, by name and shape (tied copies and the names the
+    architecture itself ignores left out). The same rule `load_model` applies once weights load."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from imm.tensor_files import tensor_table
+
+    if not any(Path(folder).glob("*.safetensors")):
+        return  # pickled weights (allowed): their names are known only once loaded, where load_model checks them
+    remote = _POLICY.get().trust_remote_code
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=remote)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
+    except (OSError, ValueError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"cannot build the model {folder / 'config.json'} describes: {first}; fix its config.json") from None
+    stored = {name: tuple(entry.shape) for name, entry in tensor_table(folder).items()}
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    check_loaded_weights(folder, skeleton, {
+        "missing_keys": [k for k in expected if k not in stored and not _tied_copy(skeleton, k, stored)
+                         and not _ignored(skeleton, "_keys_to_ignore_on_load_missing", k)],
+        "unexpected_keys": [k for k in stored if k not in expected
+                            and not _ignored(skeleton, "_keys_to_ignore_on_load_unexpected", k)],
+        "mismatched_keys": [k for k in stored if k in expected and stored[k] != expected[k]]})
+
+
+def _tied_copy(model, name: str, stored: dict) -> bool:
+    """Whether parameter `name` is the same tensor as a stored one (tied embeddings: lm_head = embed_tokens)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    return name in params and any(params[other] is params[name] for other in stored if other in params)
+
+
+def _ignored(model, attribute: str, name: str) -> bool:
+    return any(re.search(pattern, name) for pattern in getattr(model, attribute, None) or ())
 
 
 def write_checkpoint(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:

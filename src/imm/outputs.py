@@ -12,7 +12,9 @@ renames it into place. What already stands at the target decides whether it may:
 
 A folder imm wrote carries `imm_output.json`: its kind and every file written. Nothing is removed
 unless `remove_written` finds it tool-made: a temporary of ours (`.NAME.tmp-*`, `.NAME.old-*`), a
-folder whose marker lists all it holds, or a run folder that holds only the run layout's entries.
+folder whose marker lists all it holds, or a run folder (its marker of kind `run`) that holds only the
+run layout's entries. A file imm writes for a command (`imm score --out`, `imm report --markdown`)
+carries its own mark in its first line, and only such a file is replaced (`check_output_file`).
 """
 
 from __future__ import annotations
@@ -26,19 +28,30 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 from imm.errors import UserError
 
 MARKER = "imm_output.json"
+RUN_KIND = "run"  # the kind in the marker of a run folder (`imm run`), written before anything else in it
 _TEMPORARY = re.compile(r"\..+\.(tmp|old)-[^/]*")
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back: the OS offers no plain getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def temporary_sibling(path: Path, tag: str = "tmp") -> Path:
-    """A new empty folder `.NAME.<tag>-XXXX` beside `path` (tag: tmp for work, old for a replaced output)."""
+    """A new empty folder `.NAME.<tag>-XXXX` beside `path` (tag: tmp for work, old for a replaced output),
+    with the permissions the umask gives a new folder (mkdtemp alone makes it 0700)."""
     with plain_write_errors(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
+        os.chmod(folder, 0o777 & ~current_umask())
+        return folder
 
 
 def is_temporary(path: Path) -> bool:
@@ -57,6 +70,17 @@ def read_marker(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return marker if isinstance(marker, dict) and isinstance(marker.get("files"), list) else None
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` is marked as a run folder (`imm run` writes the mark before anything else)."""
+    return (read_marker(folder) or {}).get("kind") == RUN_KIND
+
+
+def mark_run_folder(folder: Path) -> None:
+    """The run's mark: from now on `imm run` may resume, and `--restart` delete, this folder."""
+    if not is_run_folder(folder):
+        atomic_write_json(Path(folder) / MARKER, {"kind": RUN_KIND, "files": []})
 
 
 def _foreign_files(folder: Path, marker: dict) -> list[str]:
@@ -119,7 +143,7 @@ def remove_written(path: Path, *, run_entries: Collection[str] | None = None) ->
     """Delete `path` if, and only if, imm made it; anything else is a bug, refused loudly.
 
     imm made it when it is a temporary of ours, a folder whose marker lists every file in it, or
-    (with `run_entries`, the run layout's top-level names) a run folder holding nothing else."""
+    (with `run_entries`, the run layout's top-level names) a marked run folder holding nothing else."""
     path = Path(path)
     if not os.path.lexists(path):
         return
@@ -136,7 +160,7 @@ def _owned_folder(path: Path, run_entries: Collection[str] | None) -> bool:
         return False
     if run_entries is not None:
         names = {p.name for p in path.iterdir() if not is_temporary(p)}
-        return (path / "config.yaml").is_file() and names <= set(run_entries)
+        return is_run_folder(path) and names <= set(run_entries)
     marker = read_marker(path)
     return marker is not None and not _foreign_files(path, marker)
 
@@ -217,13 +241,29 @@ def _move_into_place(tmp: Path, path: Path) -> None:
     remove_written(old)
 
 
-def check_output_file(path: Path, *, overwrite: bool = False, flag: str = "--overwrite") -> None:
-    """An output file is written new; an existing one is replaced only when asked, never a folder or a link."""
+def check_output_file(path: Path, written_by_imm: Callable[[Path], bool], *, overwrite: bool = False,
+                      flag: str = "--overwrite") -> None:
+    """An output file is written new; an existing one is replaced only when imm wrote it (`written_by_imm`
+    finds its marker) and it was asked for; never a folder, a link or a file of the user's."""
     path = Path(path)
     if path.is_symlink() or path.is_dir():
         raise UserError(f"output {path} is a {'symbolic link' if path.is_symlink() else 'folder'}; give a new file path")
-    if path.exists() and not overwrite:
-        raise UserError(f"output {path} already exists; pass {flag} to replace it, or give a new file path")
+    if not path.exists():
+        return
+    if not written_by_imm(path):
+        raise UserError(f"output {path} exists and imm did not write it; imm never replaces a file it did not write: "
+                        f"give a new file path")
+    if not overwrite:
+        raise UserError(f"output {path} already holds an earlier imm output; pass {flag} to replace it, or give a new file path")
+
+
+def first_line(path: Path, limit: int = 4096) -> str:
+    """The first line of a file (at most `limit` bytes), '' when it cannot be read: for output markers."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline(limit).decode("utf-8", "replace").rstrip("\r\n")
+    except OSError:
+        return ""
 
 
 # --- atomic files ------------------------------------------------------------------------------
@@ -235,6 +275,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # as open() would make it (mkstemp alone makes it 0600)
         with plain_write_errors(path.parent, needed), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -14,12 +14,13 @@ from imm import config
 from imm.arms import ARMS, check_arms, needs_teacher
 from imm.config import RunConfig
 from imm.engines.vllm import check_vllm
-from imm.errors import UserError
+from imm.errors import UserError, several
 from imm.evaluation.suite import check_eval
 from imm.finetune import check_finetune
 from imm.finetune_launch import check_launch
 from imm.merging.merge_back import check_merge_block
 from imm.models import check_weight_files, resolve_model_path
+from imm.names import check_name
 from imm.prompts import check_prompt
 from imm.sampling import check_sampling
 from imm.tasks.registry import get_task
@@ -36,11 +37,8 @@ def load_config(name_or_path: str = "default", overrides: tuple[str, ...] = ()) 
 
 def check(cfg: RunConfig) -> None:
     """Raise one UserError naming every problem of `cfg`, one line each (the line itself when there is one)."""
-    found = problems(cfg)
-    if len(found) == 1:
-        raise UserError(found[0])
-    if found:
-        raise UserError(f"{len(found)} problems in the config:\n  " + "\n  ".join(found))
+    if found := problems(cfg):
+        raise several(found)
 
 
 def problems(cfg: RunConfig) -> list[str]:
@@ -79,7 +77,7 @@ def _check_run(cfg: RunConfig) -> None:
     _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
     _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
     _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
-    _require(cfg.name and "/" not in cfg.name, f"name must be a plain folder name, got {cfg.name!r}")
+    check_name(cfg.name, "name (the run folder's name)")
 
 
 def _check_merge_arm(name: str, block: config.MergeConfig) -> None:

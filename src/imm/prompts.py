@@ -14,13 +14,14 @@ from typing import Sequence, Union
 
 from imm.errors import UserError
 from imm.tasks.base import COT_TRIGGER, Problem, Task
+from imm.ranges import setting
 
 CHAT_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    shots: int = 0  # [paper code: few-shot CoT] worked examples from the train split, never an asked question
+    shots: int = setting(0, 0, 256)  # [paper code: few-shot CoT] worked examples from the train split, never an asked question
     cue: str = COT_TRIGGER  # [paper code] the chain-of-thought cue after the question
     chat: Union[str, bool] = "auto"  # auto: the tokenizer's chat template when it has one | on | off [ours]
     # [ours] the answer format, told to chat models (base models learn it from the worked examples)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from imm import verify
 from imm.errors import UserError
-from imm.outputs import atomic_write_jsonl, check_output_file
+from imm.json_files import read_json_lines
+from imm.outputs import atomic_write_jsonl, check_output_file, first_line
 from imm.tasks.registry import get_task
 
 
@@ -25,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, metavar="NAME", help="task whose answer kind judges the rows")
     parser.add_argument("--metric", default=verify.STRICT, choices=verify.METRICS)
     parser.add_argument("--out", type=Path, default=None, help="output file (default: <input>.scored.jsonl)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the output file when it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file when an earlier `imm score` wrote it")
 
 
 def read_scorable(path: Path) -> list[dict]:
@@ -33,29 +34,32 @@ def read_scorable(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path} does not exist; pass a .jsonl file of completions")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"line {number} of {path} is not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
-                raise UserError(f"line {number} of {path} has no string `completion`")
-            if row.get("answer", row.get("gold")) is None:
-                raise UserError(f"line {number} of {path} has no gold `answer` (or `gold`)")
-            rows.append(row)
+    for number, row in read_json_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
+            raise UserError(f"line {number} of {path} has no string `completion`")
+        if row.get("answer", row.get("gold")) is None:
+            raise UserError(f"line {number} of {path} has no gold `answer` (or `gold`)")
+        rows.append(row)
     if not rows:
         raise UserError(f"{path} holds no rows")
     return rows
+
+
+# The first key of every row imm score writes: the mark that lets --overwrite replace the file.
+SCORED_BY = {"scored_by": "imm score"}
+
+
+def is_scored_file(path: Path) -> bool:
+    """Whether `path` starts as a file imm score wrote (its first row opens with SCORED_BY)."""
+    return first_line(path).startswith(json.dumps(SCORED_BY, ensure_ascii=False)[:-1])
 
 
 def score_rows(rows: list[dict], kind: str, metric: str) -> list[dict]:
     """The rows with `extracted` and `correct` set by `verify.check_many` (math judged in parallel)."""
     golds = [str(row.get("answer", row.get("gold"))) for row in rows]
     verdicts = verify.check_many([row["completion"] for row in rows], golds, kind=kind, metric=metric)
-    return [{**row, "extracted": v.extracted, "correct": v.correct} for row, v in zip(rows, verdicts)]
+    return [{**SCORED_BY, **row, **SCORED_BY, "extracted": v.extracted, "correct": v.correct}
+            for row, v in zip(rows, verdicts)]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or args.file.with_name(args.file.name.removesuffix(".jsonl") + ".scored.jsonl")
     if out.resolve() == args.file.resolve():
         raise UserError(f"--out {out} is the input file; choose another path")
-    check_output_file(out, overwrite=args.overwrite)
+    check_output_file(out, is_scored_file, overwrite=args.overwrite)
     scored = score_rows(rows, task.answer_kind, args.metric)
     atomic_write_jsonl(out, scored)
     correct = sum(row["correct"] for row in scored)

@@ -13,14 +13,14 @@ nothing writing into its folder; what a killed stage had half-written is a tempo
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import traceback
 from typing import Callable, Sequence
 
 import torch
 
 from imm.errors import UserError
+from imm.parent_death import die_with_parent
+from imm.progress import plain_lines
 
 _WORKS: Sequence[Callable[[], object]] = ()  # what the forked processes inherit from their parent
 
@@ -86,7 +86,8 @@ def side_by_side(works: Sequence[Callable[[], object]], threads: int | None = No
 def _child(i: int, threads: int, parent: int, result) -> None:
     """Run work i and send its outcome: None, the UserError or Ctrl-C it raised, or another error with its
     traceback."""
-    _die_with(parent)
+    die_with_parent(parent)
+    plain_lines()  # one line per work now and then: bars of works side by side would draw over each other
     torch.set_num_threads(threads)
     try:
         _WORKS[i]()
@@ -97,15 +98,3 @@ def _child(i: int, threads: int, parent: int, result) -> None:
         outcome = RuntimeError(f"a stage run side by side failed:\n{traceback.format_exc()}")
     result.send(outcome)
     result.close()
-
-
-def _die_with(parent: int) -> None:
-    """Ask the kernel to kill this process when its parent ends (Linux); elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent ended before the request took effect
-        os._exit(1)

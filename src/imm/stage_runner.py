@@ -28,7 +28,7 @@ from imm.config import InitFrom, RunConfig
 from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, TEACHER, RunLayout, check_run_dir, write_run_config
 from imm.merging.merge_back import fine_tunes
-from imm.models import LoadPolicy, fetch_model, load_policy
+from imm.models import LoadPolicy, check_checkpoint_matches_config, fetch_model, load_policy
 from imm.outputs import remove_written
 from imm.run_lock import RunLock
 from imm.stage_memory import StageMemory
@@ -57,6 +57,9 @@ def open_run(cfg: RunConfig, restart: bool) -> Iterator[tuple[RunLayout, Models]
     if any(cfg.arm(name).samples_from is Source.TEACHER for name in cfg.arms):
         resolved["teacher"] = fetch_model(cfg.model.teacher)
     policy = LoadPolicy(cfg.model.allow_pickle, cfg.model.trust_remote_code)
+    with load_policy(policy):  # θ0 and the teacher are what their config.json say, before any work
+        for model in resolved.values():
+            check_checkpoint_matches_config(model.folder)
     with RunLock(layout.lock) as lock, load_policy(policy):  # one writer per run folder
         write_run_config(cfg, layout, restart, resolved)
         if restart:  # --restart deleted the folder with its lock file: lock the new one

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from imm.engines import decode
 from imm.engines.records import Completion, Request
+from imm.errors import UserError
+from imm.parent_death import die_with_parent
+from imm.progress import progress
 from imm.tasks.base import STOP_STRINGS
 
 
@@ -81,11 +83,35 @@ def generate(
     return generate_many(model, tokenizer, [request], batch_size=batch_size, workers=workers)[0]
 
 
+def context_length(model) -> int | None:
+    """Positions the model attends over (prompt and answer together), where its config says."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(n := getattr(model.config, name, None), int) and n > 0:
+            return n
+    return None
+
+
+def check_context(model, tokenizer, requests: Sequence[Request]) -> None:
+    """Refuse, before any generation, a prompt that leaves no room for its answer in the model's context: a
+    1 MB question would otherwise take gigabytes of attention. Only prompts longer in UTF-8 bytes than the
+    room are tokenized: a byte-level tokenizer never makes more tokens than bytes."""
+    if (context := context_length(model)) is None:
+        return
+    for request in requests:
+        room = context - request.max_new_tokens
+        for prompt in (p for p in request.prompts if len(p.encode()) + 8 > room):  # 8: a tokenizer's own marks
+            if (n := len(tokenizer(prompt, add_special_tokens=False)["input_ids"])) > room:
+                raise UserError(f"a prompt of {n} tokens ({prompt[:40]!r}...) does not fit the model's context of "
+                                f"{context} positions with {request.max_new_tokens} for the answer; shorten the "
+                                f"question, or lower max_new_tokens")
+
+
 def generate_many(model, tokenizer, requests: Sequence[Request], *, batch_size: int = 64,
                   workers: int = 1) -> list[list[list[Completion]]]:
     """`generate` of every request, their batches in one queue (one pool of workers, the costliest batches
     first): each request's batches and draws are the ones its own `generate` call makes."""
     tokenizer.padding_side = "left"
+    check_context(model, tokenizer, requests)
     batches, owners = [], []  # owners[u]: (request, the prompts of batch u by index)
     for r, request in enumerate(requests):
         order = sorted(range(len(request.prompts)), key=lambda i: len(request.prompts[i]))
@@ -97,8 +123,7 @@ def generate_many(model, tokenizer, requests: Sequence[Request], *, batch_size: 
             owners.append((r, idx))
     results: list[list[list[Completion]]] = [[[] for _ in request.prompts] for request in requests]
     descs = [request.desc for request in requests if request.desc is not None]
-    bar = tqdm(total=sum(len(request.prompts) for request in requests), desc=", ".join(descs), unit="q",
-               disable=not descs, leave=False)
+    bar = progress(sum(len(request.prompts) for request in requests), ", ".join(descs), "q", disable=not descs)
     for u, flat in _run_batches(_Job(model, tokenizer, batches), workers):
         (r, idx), k = owners[u], batches[u].k
         for j, i in enumerate(idx):
@@ -141,7 +166,8 @@ class _Job:
 _FORKED_JOB: _Job | None = None  # the job a forked worker inherits from its parent
 
 
-def _forked_worker(threads: int) -> None:
+def _forked_worker(threads: int, parent: int) -> None:
+    die_with_parent(parent)  # a killed run's workers end at once, silently (no BrokenPipeError tracebacks)
     torch.set_num_threads(threads)
 
 
@@ -166,7 +192,7 @@ def _run_batches(job: _Job, workers: int) -> Iterator[tuple[int, list[Completion
     threads = max(1, torch.get_num_threads() // workers)
     _FORKED_JOB = job
     try:
-        with multiprocessing.get_context("fork").Pool(workers, _forked_worker, (threads,)) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _forked_worker, (threads, os.getpid())) as pool:
             yield from pool.imap_unordered(_forked_batch, order)
     finally:
         _FORKED_JOB = None

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from imm.errors import UserError
 from imm.layout import RunLayout
-from imm.outputs import atomic_write_text, check_output_dir, check_output_file, output_dir
+from imm.outputs import atomic_write_text, check_output_dir, check_output_file, first_line, output_dir
+from imm.report.render import MARKDOWN_MARKER
 
 KIND = "report"  # the kind of output folder (imm.outputs)
 INDEX = "index.html"
@@ -43,10 +44,14 @@ def main(args: argparse.Namespace) -> int:
     inputs = () if inside_run else [r.root for r in runs]
     check_output_dir(out, KIND, overwrite=overwrite, inputs=inputs)
     if args.markdown:
-        check_output_file(args.markdown, overwrite=args.overwrite)
+        check_output_file(args.markdown, is_report_markdown, overwrite=args.overwrite)
     write(runs, out, overwrite=overwrite, inputs=inputs, markdown=args.markdown)
     print(f"report: {Path(out) / INDEX}" + (f"; tables: {args.markdown}" if args.markdown else ""))
     return 0
+
+
+def is_report_markdown(path: Path) -> bool:
+    return first_line(path) == MARKDOWN_MARKER
 
 
 def write(runs: list, out: Path, *, overwrite: bool, inputs=(), markdown: Path | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from urllib.parse import quote
 
 from imm.report.document import Cell, Report, Section, Table
 
@@ -58,11 +59,11 @@ def answer_cell(row: dict | None) -> str:
 
 
 def html_section(section: Section) -> str:
-    parts = [f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>']
+    parts = [f'<section id="{html.escape(section.anchor)}"><h2>{html.escape(section.title)}</h2>']
     parts += [f"<p>{inline(p)}</p>" for p in section.paragraphs]
     if section.bullets:
         parts.append("<ul>" + "".join(f"<li>{inline(b)}</li>" for b in section.bullets) + "</ul>")
-    parts += [f'<figure><img src="{f.name}" alt="{html.escape(f.caption)}"><figcaption>{html.escape(f.caption)}'
+    parts += [f'<figure><img src="{html.escape(quote(f.name))}" alt="{html.escape(f.caption)}"><figcaption>{html.escape(f.caption)}'
               f"</figcaption></figure>" for f in section.figures]
     parts += [html_table(t) for t in section.tables]
     if section.examples:
@@ -72,7 +73,7 @@ def html_section(section: Section) -> str:
 
 
 def to_html(report: Report) -> str:
-    nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in report.sections)
+    nav = " ".join(f'<a href="#{html.escape(quote(s.anchor))}">{html.escape(s.title)}</a>' for s in report.sections)
     runs = ", ".join(html.escape(r) for r in report.runs)
     body = "\n".join(html_section(s) for s in report.sections)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>'
@@ -80,28 +81,38 @@ def to_html(report: Report) -> str:
             f"<nav>{nav}</nav>\n{body}\n</body></html>\n")
 
 
+# The first line of every Markdown file imm writes: the mark that lets --overwrite replace the file.
+MARKDOWN_MARKER = "<!-- written by imm report: replaced by `imm report --overwrite` only while this line heads it -->"
+
+
+def md_text(text: str) -> str:
+    """Text from the data as Markdown prose: HTML in it is shown, never run (`<`, `>`, `&` as entities)."""
+    return html.escape(str(text), quote=False)
+
+
 def md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text from the data as one Markdown table cell."""
+    return md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def md_table(table: Table) -> str:
     lines = [f"**{md_escape(table.title)}**", "", "| " + " | ".join(md_escape(h) for h in table.header) + " |",
              "|" + "---|" * len(table.header)]
     lines += ["| " + " | ".join(md_escape(c.text) for c in row) + " |" for row in table.rows]
-    return "\n".join(lines + ([f"\n{table.note}"] if table.note else []))
+    return "\n".join(lines + ([f"\n{md_text(table.note)}"] if table.note else []))
 
 
 def md_example(example: dict) -> str:
     answers = "; ".join(f"{name}: {'-' if row is None else ('✓ ' if row['correct'] else '✗ ') + str(row['extracted'])}"
                         for name, row in example["answers"].items())
-    return f"- {example['task']} problem {example['id']} (gold {example['gold']}): {answers}"
+    return md_text(f"- {example['task']} problem {example['id']} (gold {example['gold']}): {answers}")
 
 
 def md_section(section: Section) -> str:
-    parts = [f"## {section.title}"]
-    parts += section.paragraphs
+    parts = [f"## {md_text(section.title)}"]
+    parts += [md_text(p) for p in section.paragraphs]
     if section.bullets:
-        parts.append("\n".join(f"- {b}" for b in section.bullets))
+        parts.append("\n".join(f"- {md_text(b)}" for b in section.bullets))
     parts += [md_table(t) for t in section.tables]
     if section.examples:
         parts.append("\n".join(md_example(e) for e in section.examples))
@@ -109,5 +120,5 @@ def md_section(section: Section) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    return "\n\n".join([f"# {report.title}", "Runs: " + ", ".join(f"`{r}`" for r in report.runs),
+    return "\n\n".join([MARKDOWN_MARKER + f"\n# {md_text(report.title)}", "Runs: " + ", ".join(f"`{r.replace('`', '')}`" for r in report.runs),
                         *(md_section(s) for s in report.sections)]) + "\n"

@@ -11,12 +11,12 @@ package or the network is missing, the error names the local option instead of a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from imm.errors import UserError
+from imm.json_files import read_json, read_json_lines
 from imm.tasks.base import STOP_STRINGS, Problem, Task
 
 DATA_SUFFIXES = (".jsonl", ".json")
@@ -102,26 +102,15 @@ def find_split_file(task: str, folder: Path, split: str, file_names: Mapping[str
 def read_rows(file: Path, task: str) -> list[Any]:
     """Rows of a .jsonl or .json file, with the line number of the first bad line in the error."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"task {task!r}: cannot read {file}: {err}") from None
-    if file.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"task {task!r}: {file} is not valid JSON ({err}); expected a list of objects") from None
-        data = data.get("data", data) if isinstance(data, dict) else data
-        if not isinstance(data, list):
-            raise UserError(f"task {task!r}: {file} holds no list of rows; expected [{{...}}, ...] or .jsonl")
-        return data
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise UserError(f"task {task!r}: line {number} of {file} is not JSON ({err.msg})") from None
-    return rows
+        if file.suffix != ".json":
+            return [row for _, row in read_json_lines(file)]
+        data = read_json(file)
+    except UserError as err:
+        raise UserError(f"task {task!r}: {err}") from None
+    data = data.get("data", data) if isinstance(data, dict) else data
+    if not isinstance(data, list):
+        raise UserError(f"task {task!r}: {file} holds no list of rows; expected [{{...}}, ...] or .jsonl")
+    return data
 
 
 def hub_rows(task: str, hub: HubSource | None, split: str) -> list[Any]:
