@@ -8,9 +8,10 @@
               averaged over every real token of prompt + gold solution of the whole probe (padding masked);
               one forward pass, no generation, no gradient: cheap enough for real models
 
-The probe is the first `size` test problems of a task that carry a gold solution; the prompt is the run's
-(imm.prompts, as sampling and evaluation build it) and the response `" " + problem.solution`, as
-fine-tuning writes them.
+The probe is the last `size` training problems of a task that carry a gold solution: never a scored (test)
+problem, and never one the loop samples (it samples the first `data.train_questions` training problems;
+`check_probe_unsampled` refuses a run whose two would meet). The prompt is the run's (imm.prompts, as
+sampling and evaluation build it) and the response `" " + problem.solution`, as fine-tuning writes them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from imm.tasks.registry import get_task
 from imm.tensor_files import BLOCK_CONTAINERS
 
 KINDS = ("ablation", "gradient", "influence")
-PROBE_SPLIT = "test"
+PROBE_SPLIT = "train"  # scored problems are test problems: the probe must not see them
 MAX_LENGTH = 512  # [paper code] fine-tuning's max length, so the gradient is of the loss it trains
 
 
@@ -50,14 +51,31 @@ class Importance:
 
 
 def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig()) -> Probe:
-    """The first `size` test problems of `task_name` that have a gold solution; UserError if none do."""
+    """The last `size` training problems of `task_name` that have a gold solution; UserError if none do, or
+    if any of them is also a test problem (a task whose two splits come from one file)."""
     if size < 1:
         raise UserError(f"probe size must be at least 1, got {size}; pass --probe-size 64")
     task = get_task(task_name)
-    problems = tuple(p for p in task.problems(PROBE_SPLIT) if p.solution)[:size]
+    problems = tuple(p for p in task.problems(PROBE_SPLIT) if p.solution)[-size:]
     if not problems:
-        raise UserError(f"task {task_name!r} has no test problems with a gold solution; pick another --probe task")
+        raise UserError(f"task {task_name!r} has no training problems with a gold solution; pick another --probe task")
+    scored = {p.question for p in task.problems("test")}
+    if any(p.question in scored for p in problems):
+        raise UserError(f"task {task_name!r}: its training problems include test problems, so the probe would see "
+                        f"scored problems; give the task separate train and test files, or pick another --probe task")
     return Probe(task, problems, prompt)
+
+
+def check_probe_unsampled(probe_task: str, probe_size: int, train_task: str, train_questions: int) -> None:
+    """Refuse a probe that would share problems with the loop's sampled training questions (the first
+    `train_questions` of the training split, where the probe takes the last `probe_size`)."""
+    if probe_task != train_task:
+        return
+    held = len(get_task(train_task).problems(PROBE_SPLIT))
+    if train_questions + probe_size > held:
+        raise UserError(f"data.train_questions={train_questions} and analysis.probe_size={probe_size} together exceed "
+                        f"the {held} training problems of {train_task!r}, so the probe would see sampled problems; "
+                        f"lower one of them to at most {held} in total")
 
 
 def decoder_blocks(model) -> torch.nn.ModuleList:
