@@ -47,6 +47,9 @@ from imm.run_lock import RunLock
 from imm.stage_memory import StageMemory
 
 
+EVAL = "eval"  # the evaluation stage's seed name (common random numbers: the same at every iteration)
+
+
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
     """One seed per (run seed, iteration, stage), the same in every arm: arms differ only by their record."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{iteration}/{stage}".encode()).digest()[:4], "big")
@@ -73,6 +76,12 @@ def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
     from imm.merging.merge_back import merge_back
     from imm.sampling import read_samples, sample_questions
     from imm.verify.training_set import build_training_set, read_training_set
+
+    if cfg.analysis.enabled:  # before any model is loaded: the probe must not see a sampled problem
+        from imm.analysis.importance import check_probe_unsampled
+
+        check_probe_unsampled(cfg.analysis.probe_task, cfg.analysis.probe_size, cfg.data.train_task,
+                              cfg.data.train_questions)
 
     def base_importance(kind: str) -> list[float]:  # θ0's, per block: what imm_layerwise reads
         from imm.analysis.importance_cache import cached_importance
@@ -217,7 +226,9 @@ class ArmIteration:
         return Step(self.cfg, self.layout, self.arm, self.t)
 
     def seed(self, stage: str) -> int:
-        return stage_seed(self.cfg.seed, self.t, stage)
+        """The evaluation's seed is iteration 0's, θ0's: every model's sampled evaluation (the diversity samples)
+        draws from the same random numbers per question, so identical weights give identical figures."""
+        return stage_seed(self.cfg.seed, 0 if stage == EVAL else self.t, stage)
 
     def sample_and_verify(self) -> None:
         a, t, layout, stages, step = self.arm.name, self.t, self.layout, self.stages, self.step
@@ -255,7 +266,7 @@ class ArmIteration:
             models.append(MERGED)
         for model in models:
             out = layout.evaluation(a, t, model)
-            step("evaluate", lambda: stages.evaluate(layout.model(a, t, model), self.seed("eval"), out), out,
+            step("evaluate", lambda: stages.evaluate(layout.model(a, t, model), self.seed(EVAL), out), out,
                  shared="evaluate" if model == FINETUNED else None)
         if self.cfg.analysis.enabled:
             step("analyse", lambda: stages.analyse(a, t), layout.analysis(a, t))
@@ -325,7 +336,7 @@ def _run_locked(cfg: RunConfig, layout: RunLayout, restart: bool, stages: Stages
     references = {GENERATOR: base, **({TEACHER: teacher} if teacher is not None else {})}
     for name, model in references.items():  # θ0 (and the teacher): iteration 0 of every arm
         out = layout.reference_evaluation(name)
-        Step(cfg, layout, None, 0)("evaluate", lambda: stages.evaluate(model, stage_seed(cfg.seed, 0, "eval"), out), out)
+        Step(cfg, layout, None, 0)("evaluate", lambda: stages.evaluate(model, stage_seed(cfg.seed, 0, EVAL), out), out)
     run_arms(cfg, layout, arms, stages, base, teacher)
     rows = report.write_summary(cfg)
     print(report.format_table(rows, cfg))
