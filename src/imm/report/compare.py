@@ -90,8 +90,9 @@ def _owner(run: Run, arm: str, model: str) -> str:
 
 # --- paired differences --------------------------------------------------------------------------
 
-SEED_METHOD = ("t-interval over the seeds, df = seeds − 1, se² = var(per-seed difference)/seeds + "
-               "var(per-problem difference averaged over seeds)/problems: counts the training seed and the problems")
+SEED_METHOD = ("t-interval over the seeds, df = seeds − 1, se² = var(per-seed difference)/seeds + the problems' "
+               "share (a crossed seed × problem variance estimate, imm.report.stats): counts the training seed "
+               "and the problems")
 ONE_RUN_METHOD = ("bootstrap over the test problems of this one run (10,000 resamples): conditional on this one "
                   "trained model, it says nothing about training randomness")
 
@@ -156,10 +157,10 @@ class Difference:
     def seeds_for_a_claim(self) -> int | None:
         """Where no direction is claimed: the seeds a claim would need at the observed spread (one run: with no
         spread between seeds, the fewest that could claim at all); None where none up to 100 would."""
-        values = np.array(self.by_problem, dtype=float)  # (S, P)
-        problem_var = float(values.mean(axis=0).var(ddof=1)) / values.shape[1] if values.shape[1] > 1 else 0.0
-        seed_var = self.seeds.seed_variance if self.seeds else 0.0
-        return seeds_needed(self.estimate, seed_var, problem_var)
+        if self.seeds:
+            return seeds_needed(self.estimate, self.seeds.seed_variance, self.seeds.problem_variance)
+        values = np.array(self.by_problem[0], dtype=float)  # (P,): one run, no seed spread known
+        return seeds_needed(self.estimate, 0.0, float(values.var(ddof=1)) / len(values) if len(values) > 1 else 0.0)
 
     @property
     def agreeing(self) -> int:

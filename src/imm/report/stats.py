@@ -7,12 +7,15 @@
     paired bootstrap    percentile interval of the difference, resampling problems with replacement: the
                         interval of ONE run, conditional on its trained models (it knows nothing of training
                         randomness)
-    seed t-interval     several runs (training seeds) on the same problems: d_s is seed s's difference, c_i
-                        problem i's difference averaged over the seeds; mean(d_s) ± t(0.975, S−1)·se with
-                        se² = var(d_s)/S + var(c_i)/P. The first term is the training seed's variation, the
-                        second the problems' (a crossed seed × problem design; their interaction is counted in
-                        both, which errs wide); df = S − 1, the smallest Welch–Satterthwaite value, also wide.
-                        With S ≤ 4 the interval holds every d_s (max |d_s − mean| ≤ s·(S−1)/√S and
+    seed t-interval     several runs (training seeds) on the same P problems, x_si = b − a of seed s on
+                        problem i, d_s = seed s's mean, c_i = problem i's mean over the S seeds: a crossed
+                        seed × problem design, Var(mean) = σ²_seed/S + σ²_problem/P + σ²_rest/(SP). Then
+                        E[var(d_s)] = σ²_seed + σ²_rest/P, E[var(c_i)] = σ²_problem + σ²_rest/S and the
+                        two-way residual mean square estimates σ²_rest, so
+                            se² = var(d_s)/S + max(0, var(c_i)/P − MS_rest/(SP))
+                        (the first term alone where the problems add nothing), and the interval is
+                        mean(d_s) ± t(0.975, S − 1)·se: df = S − 1, the smallest Welch–Satterthwaite value,
+                        errs wide. With S ≤ 4 it holds every d_s (max |d_s − mean| ≤ s·(S−1)/√S and
                         t(0.975, S−1) ≥ S − 1 for S ≤ 4). benchmarks/coverage.py measures its coverage.
     permutation p       two-sided p of Spearman's ρ: the share of pairings of the same values whose
                         |ρ| is at least the observed |ρ| (exact up to 8 points, sampled above)
@@ -95,7 +98,7 @@ class SeedInterval:
     high: float
     seeds: int
     seed_variance: float  # var(d_s), ddof 1
-    problem_variance: float  # var(c_i) / P: the problems' share of se²
+    problem_variance: float  # max(0, var(c_i)/P − MS_rest/(SP)): the problems' share of se²
     p: float  # two-sided t-test of mean 0, df = S − 1
 
     @property
@@ -111,12 +114,21 @@ def seed_interval(by_problem: np.ndarray, level: float = LEVEL) -> SeedInterval:
         raise ValueError(f"a seed interval needs two seeds or more, got {seeds}")
     per_seed, per_problem = by_problem.mean(axis=1), by_problem.mean(axis=0)  # (S,), (P,)
     seed_var = float(per_seed.var(ddof=1))
-    problem_var = float(per_problem.var(ddof=1)) / problems if problems > 1 else 0.0
+    problem_var = problems_share(by_problem) if problems > 1 else 0.0
     se = math.sqrt(seed_var / seeds + problem_var)
     mean, t = float(per_seed.mean()), t_quantile((1 + level) / 2, seeds - 1)
     p = 2 * (1 - t_cdf(abs(mean) / se, seeds - 1)) if se > 0 else float(mean == 0)
     low, high = max(-1.0, mean - t * se), min(1.0, mean + t * se)  # a difference of accuracies lies in [−1, 1]
     return SeedInterval(mean, low, high, seeds, seed_var, problem_var, min(1.0, p))
+
+
+def problems_share(by_problem: np.ndarray) -> float:
+    """σ²_problem/P estimated as var(c_i)/P − MS_rest/(SP), at least 0 (see the module docstring)."""
+    seeds, problems = by_problem.shape
+    per_seed, per_problem = by_problem.mean(axis=1), by_problem.mean(axis=0)  # (S,), (P,)
+    rest = by_problem - per_seed[:, None] - per_problem[None, :] + by_problem.mean()  # (S, P)
+    ms_rest = float((rest ** 2).sum()) / ((seeds - 1) * (problems - 1)) if seeds > 1 else 0.0
+    return max(0.0, float(per_problem.var(ddof=1)) / problems - ms_rest / (seeds * problems))
 
 
 def seeds_needed(mean: float, seed_variance: float, problem_variance: float, level: float = LEVEL,
