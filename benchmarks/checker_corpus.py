@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/checker_corpus.py --build        # (re)writes tests/data/checker_corpus.jsonl
     .venv/bin/python benchmarks/checker_corpus.py                # agreement / false accepts / rejects per class
-    .venv/bin/python benchmarks/checker_corpus.py --append-docs  # and appends the table to docs/benchmarks.md
+    .venv/bin/python benchmarks/checker_corpus.py --append-docs  # and writes its section of docs/benchmarks.md
 
 Each row is a model-style completion, the gold answer, the task whose checker judges it, the right
 verdict (`label`), the class of answer form it tests and `why` the label is right. Rows are derived by
@@ -16,7 +16,6 @@ every class of issue 13. Building needs the offline data; scoring needs only the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -24,12 +23,14 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+from _log import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
 CORPUS = ROOT / "tests" / "data" / "checker_corpus.jsonl"
-# The classes of issue 13: the corpus test requires zero false accepts on each.
+# The classes of issues 13 and 25: the corpus test requires zero false accepts on each.
 ISSUE_CLASSES = ("surd", "glued_letters", "approximation", "prose", "sequence", "escaped_dollar",
-                 "second_claim", "pair", "interval")
+                 "second_claim", "pair", "interval", "matrix", "tuple", "thousands", "text_case")
 
 
 def row(cls: str, task: str, completion: str, gold: str, label: bool, why: str, metric: str = "strict-match") -> dict:
@@ -103,6 +104,9 @@ def _sci(value: Fraction) -> str:
     return f"{mantissa} \\times 10^{{{int(exponent)}}}"
 
 
+THREE_DIGIT_GROUPS = ("the gold's comma groups are all three digits, so against one number it is that number "
+                      "(MATH writes 771,400 so); against a pair it would be a pair")
+
 # Hand-written MATH-style golds in the forms MATH writes them, each with equivalent spellings (true)
 # and near misses (false). `why` says what the rewrite did.
 MATH_CASES = [
@@ -140,10 +144,19 @@ MATH_CASES = [
             ("prose", "\\text{approximately } 36", False, "a hedge"), ("prose", "36 \\text{ or } 37", False, "two claims")]),
     ("44", [("escaped_dollar", "\\$44.00", True, "$44.00 = 44"), ("escaped_dollar", "\\$44", True, "$44"),
             ("escaped_dollar", "\\$45", False, "another value"), ("escaped_dollar", "44\\$", True, "dollar sign after")]),
-    ("70,110", [("pair", "70110", False, "one number, not the pair 70 and 110"), ("pair", "110, 70", True, "the pair in another order"),
+    ("70,110", [("thousands", "70110", True, THREE_DIGIT_GROUPS), ("pair", "110, 70", True, "the pair in another order"),
                 ("pair", "70, 110", True, "the pair"), ("pair", "70", False, "one of the two"), ("pair", "70, 110, 150", False, "a third value")]),
     ("-2,3", [("pair", "3,-2", True, "the same solutions"), ("pair", "-23", False, "one number"),
               ("pair", "x = -2, x = 3", True, "the same two solutions, written as equations")]),
+    ("771,400", [("thousands", "771400", True, THREE_DIGIT_GROUPS), ("thousands", "771401", False, "another value"),
+                 ("thousands", "77140", False, "a digit lost")]),
+    ("9,240", [("thousands", "9240", True, THREE_DIGIT_GROUPS), ("thousands", "9{,}240", True, "thousands comma in braces"),
+               ("thousands", "9.240", False, "a decimal point is not a thousands comma")]),
+    ("\\begin{pmatrix}6\\\\3\\\\0\\end{pmatrix}", [
+        ("matrix", "\\begin{pmatrix} 6 \\\\ 3 \\\\ 0 \\end{pmatrix}", True, "spacing"),
+        ("matrix", "\\begin{pmatrix} 6 \\\\ -3 \\\\ 0 \\end{pmatrix}", False, "one sign flipped")]),
+    ("\\text{Evelyn}", [("text_case", "evelyn", True, "the same name, lower case"),
+                        ("text_case", "\\text{Evelynn}", False, "another spelling")]),
     ("10{,}080", [("equivalent", "10080", True, "thousands comma in braces"), ("equivalent", "10,080", True, "plain thousands comma")]),
     ("(-36,104]", [("interval", "[-36,104]", False, "a closed end where the gold is open"),
                    ("interval", "(-36, 104]", True, "spacing"), ("interval", "(-36,104)", False, "an open end where the gold is closed"),
@@ -177,6 +190,7 @@ def math_style_rows(a: int, b: int) -> list[dict]:
         row("approximation", "math", boxed(pi), f"{a}\\pi", False, f"{a}π rounded to 6 decimals: not exact"),
         row("approximation", "math", boxed(f"{a}π"), f"{a}\\pi", True, "unicode π"),
         row("pair", "math", boxed(f"{b}, {a}"), f"{a},{b}", True, "the same two answers in another order"),
+        row("thousands", "math", boxed(f"{a}{b}"), f"{a},{b}", True, THREE_DIGIT_GROUPS) if len(str(b)) == 3 else
         row("pair", "math", boxed(f"{a}{b}"), f"{a},{b}", False, "one number is not the pair"),
         row("pair", "math", boxed(str(a)), f"{a},{b}", False, "one of the two answers"),
         row("interval", "math", boxed(f"[-{a},{b}]"), f"(-{a},{b}]", False, "closed at the left where the gold is open"),
@@ -184,6 +198,55 @@ def math_style_rows(a: int, b: int) -> list[dict]:
         row("interval", "math", boxed(f"\\left(-{a}, {b}\\right]"), f"(-{a},{b}]", True, "the same interval"),
         row("glued_letters", "math", boxed(f"{b}i"), str(b), False, f"{b}i is imaginary"),
         row("glued_letters", "math", boxed(f"{b}{{cm}}"), str(b), True, f"{b} with a unit in braces"),
+    ]
+
+
+def structure_rows(a: int, b: int, c: int) -> list[dict]:
+    """Issue 25's classes from three distinct GSM8K values: a column vector, a 2×2 matrix and a triple, each in
+    another layout (true) and with one entry changed, moved or missing (false)."""
+    boxed = lambda x: f"So the final answer is $\\boxed{{{x}}}$."  # noqa: E731
+    column, matrix = f"\\begin{{pmatrix}}{a}\\\\{b}\\\\{c}\\end{{pmatrix}}", f"\\begin{{pmatrix}}{a}&{b}\\\\{c}&-{a}\\end{{pmatrix}}"
+    return [
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}} {a} \\\\ {b} \\\\ {c} \\end{{pmatrix}}"), column, True, "spacing"),
+        row("matrix", "math", boxed(f"\\begin{{bmatrix}}{a}\\\\ {b}\\\\ {c}\\end{{bmatrix}}"), column, True, "bmatrix: the same vector"),
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}} {a} \\\\ -{b} \\\\ {c} \\end{{pmatrix}}"), column, False, "one sign flipped"),
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}}{b}\\\\{a}\\\\{c}\\end{{pmatrix}}"), column, False, "two entries swapped"),
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}}{a}&{b}&{c}\\end{{pmatrix}}"), column, False, "a row, not a column"),
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}}{a}\\\\{b}\\end{{pmatrix}}"), column, False, "an entry missing"),
+        row("matrix", "math", boxed(f"\\left(\\begin{{array}}{{cc}} {a} & {b} \\\\ {c} & -{a} \\end{{array}}\\right)"), matrix, True,
+            "an array in parentheses: the same matrix"),
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}} {a} & {b} \\\\ {c} & {a} \\end{{pmatrix}}"), matrix, False, "one sign flipped"),
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}}{a}&{c}\\\\{b}&-{a}\\end{{pmatrix}}"), matrix, False, "transposed"),
+        row("matrix", "math", boxed(f"\\begin{{pmatrix}}\\dfrac{{{2 * a}}}{{2}}&{b}\\\\{c}&-{a}\\end{{pmatrix}}"), matrix, True,
+            f"{2 * a}/2 = {a}"),
+        row("tuple", "math", boxed(f"\\left( {a}, {b}, {c} \\right)"), f"({a},{b},{c})", True, "spacing and \\left/\\right"),
+        row("tuple", "math", boxed(f"({a}, -{b}, {c})"), f"({a},{b},{c})", False, "one sign flipped"),
+        row("tuple", "math", boxed(f"({b}, {a}, {c})"), f"({a},{b},{c})", False, "two entries swapped: a tuple is ordered"),
+        row("tuple", "math", boxed(f"({a}, {b})"), f"({a},{b},{c})", False, "an entry missing"),
+    ]
+
+
+def thousands_rows(gold: int) -> list[dict]:
+    """A value of at least 1,000 written as MATH writes it, '9,240': the plain number is it, a near one is not."""
+    written = f"{gold:,}"
+    return [
+        row("thousands", "math", f"The answer is $\\boxed{{{gold}}}$.", written, True, THREE_DIGIT_GROUPS),
+        row("thousands", "math", f"The answer is $\\boxed{{{gold + 1}}}$.", written, False, "another value"),
+        row("thousands", "math", f"The answer is $\\boxed{{{str(gold)[:-1]}}}$.", written, False, "a digit lost"),
+    ]
+
+
+TEXT_ANSWERS = ("Evelyn", "Monday", "east", "Tuesday", "Bob", "Saturday", "Alice", "north", "Ravi", "December")
+
+
+def text_case_rows(word: str, other: str) -> list[dict]:
+    """A `\\text{}` gold against the same word in another case (true) and another word (false)."""
+    gold = f"\\text{{{word}}}"
+    return [
+        row("text_case", "math", f"The answer is $\\boxed{{{word.lower()}}}$.", gold, True, "the same word, lower case"),
+        row("text_case", "math", f"The answer is $\\boxed{{\\text{{{word.upper()}}}}}$.", gold, True, "the same word, upper case"),
+        row("text_case", "math", f"The answer is $\\boxed{{{other.lower()}}}$.", gold, False, "another word"),
+        row("text_case", "math", f"The answer is $\\boxed{{\\text{{{word[:-1]}}}}}$.", gold, False, "the word without its last letter"),
     ]
 
 
@@ -218,6 +281,9 @@ def build() -> list[dict]:
     rows += [r for p in minerva[::2] for r in minerva_rows(p.answer, parse_number(p.answer))]
     values = sorted({int(g) for g in gsm_golds if g.isdigit() and 1 < int(g) < 1000 and int(int(g) ** 0.5) ** 2 != int(g)})
     rows += [r for a, b in zip(values[::6], values[3::6]) for r in math_style_rows(a, b)]
+    rows += [r for a, b, c in zip(values[1::9], values[4::9], values[7::9]) for r in structure_rows(a, b, c)]
+    rows += [r for g in sorted({int(g) for g in gsm_golds if g.isdigit() and int(g) >= 1000}) for r in thousands_rows(g)]
+    rows += [r for w, o in zip(TEXT_ANSWERS, TEXT_ANSWERS[1:] + TEXT_ANSWERS[:1]) for r in text_case_rows(w, o)]
     return rows + math_rows()
 
 
@@ -254,7 +320,7 @@ def render(table: list[tuple], seconds: float, n: int) -> str:
     agree = sum(k * a for _, k, a, _, _ in table) / n
     fa, fr = sum(t[3] for t in table), sum(t[4] for t in table)
     lines.append(f"| **all** | {n} | {agree:.2%} | {fa} | {fr} |")
-    return "\n".join(lines) + (f"\n\n`*` a class of issue 13 (zero false accepts required). Throughput: {n} rows in "
+    return "\n".join(lines) + (f"\n\n`*` a class of issue 13 or 25 (zero false accepts required). Throughput: {n} rows in "
                                f"{seconds:.2f} s = {n / seconds:,.0f} rows/s (check_many per task and metric, math-verify "
                                f"workers started on first use and counted).")
 
@@ -285,13 +351,10 @@ def main() -> int:
 
 
 def _append_docs(text: str) -> None:
-    section = (f"\n## Answer checker against the labelled corpus ({datetime.date.today().isoformat()})\n\n"
-               f"Machine: 2-core CPU, 24 GiB (shared with other jobs while measured).\n"
-               f"Command: `.venv/bin/python benchmarks/checker_corpus.py --append-docs`\n\n"
-               f"Corpus: `tests/data/checker_corpus.jsonl` (built by `--build` from GSM8K test and Minerva MATH golds, "
-               f"plus hand-written MATH-style golds and hostile answers).\n\n{text}\n")
-    with open(ROOT / "docs" / "benchmarks.md", "a", encoding="utf-8") as f:
-        f.write(section)
+    corpus = ("Corpus: `tests/data/checker_corpus.jsonl` (built by `--build` from GSM8K test and Minerva MATH golds, "
+              "plus hand-written MATH-style golds and hostile answers).")
+    write_section("Answer checker against the labelled corpus", [corpus, "", text],
+                  command=".venv/bin/python benchmarks/checker_corpus.py --append-docs")
 
 
 if __name__ == "__main__":

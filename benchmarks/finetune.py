@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from _log import append_section
+from _log import write_section
 
 from imm.models import load_model
 from imm.finetune import FinetuneConfig, train
@@ -33,7 +33,7 @@ def main() -> None:
         cfg = FinetuneConfig(learning_rate=1e-5, epochs=1, batch_size=args.batch, bucket_chunks=chunks)
         s = train(model, tok, pairs, cfg, desc=None)
         rows.append(f"| {name} | {s.examples} | {s.tokens_per_s:,.0f} | {s.padding_share:.1%} | {s.seconds:.1f} |")
-    append_section("Fine-tuning throughput and padding", rows, f"Model {args.model}, batch {args.batch}, one epoch.")
+    write_section("Fine-tuning throughput and padding", rows, f"Model {args.model}, batch {args.batch}, one epoch.")
 
 
 if __name__ == "__main__":

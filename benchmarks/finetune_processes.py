@@ -5,7 +5,7 @@
 Trains the same F_t stage (imm.finetune.finetune_checkpoint) on gold `arith` solutions with the same
 global batch: in this process with every torch thread, in this process with one process's share of them
 (threads/N), and as N processes (DDP; gloo on CPU) with threads/N each. Reports the training loop's non-padding tokens/s and the
-stage's wall time, which adds the processes' start-up and model loading. Appends to docs/benchmarks.md.
+stage's wall time, which adds the processes' start-up and model loading. Writes its section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from _log import append_section
+from _log import write_section
 
 from imm.finetune import FinetuneConfig, finetune_checkpoint
 from imm.tasks.registry import get_task
@@ -51,7 +51,7 @@ def main() -> None:
             s = json.loads((out / "stats.json").read_text())
             rows.append(f"| {n} | {threads} | {s['steps']} | {s['final_loss']:.4f} | {s['tokens_per_s']:,.0f} | {wall:.1f} |")
         torch.set_num_threads(cores)
-    append_section("Fine-tuning: 1 process against several through accelerate", rows,
+    write_section("Fine-tuning: 1 process against several through accelerate", rows,
                    f"Model {args.model}, {len(examples)} gold arith solutions, global batch {args.batch}, one epoch, "
                    f"CPU (DDP over gloo). Same global batch, so the same steps and losses; tokens/s counts the "
                    f"training loop only, wall time adds start-up and loading. Load average {load:.1f} when it began.")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from _log import append_section
+from _log import write_section
 from safetensors.torch import load_file
 
 from imm.finetune import FinetuneConfig, finetune_checkpoint
@@ -81,7 +81,7 @@ def main() -> None:
             f"| one after the other, {threads} threads each | {after:.1f} | 1.00 | |",
             f"| at once, {max(1, threads // len(works))} thread(s) each | {at_once:.1f} | {at_once / after:.2f} | "
             f"{equal}/{len(works)} |"]
-    append_section("Fine-tunes one after the other and at once", rows,
+    write_section("Fine-tunes one after the other and at once", rows,
                    f"{what[0].upper()}{what[1:]}; {args.epochs} epochs of batch {args.batch}, lr 3e-4 (the default "
                    f"run's fine-tune settings).")
 

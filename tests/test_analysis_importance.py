@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.analysis import importance as imp
 from imm.analysis.importance_cache import cached_importance
@@ -17,6 +17,8 @@ from imm.tasks.base import Task
 from imm.tasks.registry import get_task
 from imm.verify import Verdict
 from imm.world.tokenizer import train_tokenizer
+
+from tiny import tiny_llama
 
 NEW_TOKENS = 6
 
@@ -45,13 +47,7 @@ def world():
 def tiny_lm(tokenizer, identity_block: int | None = None) -> LlamaForCausalLM:
     """3 blocks with large random weights (std 0.5, so every block matters); `identity_block` gets zero o_proj
     and down_proj, so its attention and MLP add exactly 0 to the residual stream: it is the identity."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=4, initializer_range=0.5, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(tokenizer=tokenizer, layers=3, initializer_range=0.5, bos_token_id=None).eval()
     if identity_block is not None:
         block = model.model.layers[identity_block]
         with torch.no_grad():

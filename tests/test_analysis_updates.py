@@ -6,12 +6,14 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.analysis import superficiality as sf
 from imm.analysis.updates import ALL, layer_rows, stream_stats
 from imm.analysis.weights import Weights, locate
 from imm.errors import UserError
+
+from tiny import tiny_llama
 
 Q_PROJ = "model.layers.1.self_attn.q_proj.weight"  # (32, 32)
 NORM = "model.layers.1.input_layernorm.weight"  # (32,), initialised to 1.0
@@ -19,16 +21,7 @@ NORM = "model.layers.1.input_layernorm.weight"  # (32,), initialised to 1.0
 
 def tiny_model(tie: bool = False, layers: int = 2, hidden: int = 32) -> LlamaForCausalLM:
     """A tiny Llama whose weights are multiples of 2^-10, so adding 1/8 or 1/2 is exact in float32."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=hidden, intermediate_size=64, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=tie,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.round(p * 1024) / 1024)
-    return model
+    return tiny_llama(hidden=hidden, intermediate=64, layers=layers, grid=2**-10, tie_word_embeddings=tie)
 
 
 def perturbed(model: LlamaForCausalLM, edits: dict[str, float]) -> LlamaForCausalLM:

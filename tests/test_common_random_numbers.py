@@ -10,7 +10,7 @@ from pathlib import Path
 from imm.config import load_config
 from imm.evaluation.suite import evaluate_on_run_tasks
 from imm.layout import RunLayout
-from imm.loop import EVAL, stage_seed
+from imm.stage_runner import EVAL, stage_seed
 from imm.report import compare
 from imm.report.build import build, data_table
 from imm.report.runs import load_runs

@@ -11,7 +11,7 @@ import pytest
 
 from imm.cli import main
 from imm.comparison import OPERATORS, comparison_config
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.errors import UserError
 
 

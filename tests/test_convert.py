@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from imm.cli import main
 from imm.outputs import MARKER
+
+from tiny import tiny_llama
 
 gguf = pytest.importorskip("gguf", reason="imm convert needs the gguf package (a dependency of imm)")
 
@@ -43,11 +45,8 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(the random Llama, the path of the GGUF file written from it)."""
-    torch.manual_seed(0)
     tokens = byte_tokens()
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS, max_position_embeddings=128, tie_word_embeddings=False))
+    model = tiny_llama(len(tokens), heads=HEADS, kv_heads=KV_HEADS, max_position_embeddings=128, tie_word_embeddings=False)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
     w = gguf.GGUFWriter(str(path), "llama")

@@ -17,13 +17,12 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from imm.cli import main
-from imm.config import ModelConfig, SampleConfig, load_config
-from imm.engines import open_engine
+from imm.config import ModelConfig, SampleConfig
+from imm.preflight import load_config
+from imm.engines import Completion, open_engine
 from imm.engines import vllm as engine_vllm
-from imm.engines.hf import _completion as hf_completion
 from imm.errors import UserError
 from imm.models import load_model
 from imm.tasks.registry import get_task
@@ -60,18 +59,18 @@ def tokenizer():
     return load_model("builtin", device="cpu", dtype="float32")[1]
 
 
-def test_a_completion_is_counted_and_cut_as_the_hf_engine_does(tokenizer):
-    """Text ' 3 + 4 = 7. The answer is 7.\\nQ: x' then eos then two more tokens: both engines keep the tokens up to
-    and including eos, decode them and cut the text at the stop string; the entropy is the mean over those tokens."""
+def test_a_completion_is_counted_and_cut_in_one_place_for_both_engines(tokenizer):
+    """Text ' 3 + 4 = 7. The answer is 7.\\nQ: x' (20 ids) then eos then two more tokens: the record both engines
+    build (Completion.of) keeps the 21 tokens up to and including eos, decodes them and cuts the text at the stop
+    string; the entropy is the mean over those 21 tokens: 0.5·(i mod 3) for i = 0..20 is 7 cycles of
+    (0, 0.5, 1), so 10.5 / 21 = 0.5."""
     ids = tokenizer(" 3 + 4 = 7. The answer is 7.\nQ: x", add_special_tokens=False)["input_ids"]
     ids += [tokenizer.eos_token_id, 5, 6]
     entropy = [0.5 * (i % 3) for i in range(len(ids))]
-    stop = ("\nQ:",)
-    ours = engine_vllm.completion(tokenizer, ids, entropy, stop)
-    theirs = hf_completion(tokenizer, torch.tensor(ids), torch.tensor(entropy, dtype=torch.float64), stop)
-    assert ours.text == theirs.text == " 3 + 4 = 7. The answer is 7."
-    assert ours.num_tokens == theirs.num_tokens == len(ids) - 2
-    assert ours.mean_entropy == pytest.approx(theirs.mean_entropy)
+    record = Completion.of(tokenizer, ids, entropy, ("\nQ:",))
+    assert record.text == " 3 + 4 = 7. The answer is 7."
+    assert record.num_tokens == len(ids) - 2 == 21
+    assert record.mean_entropy == pytest.approx(0.5)
 
 
 def test_each_data_parallel_child_gets_its_own_cores_on_a_cpu(monkeypatch):
@@ -194,7 +193,7 @@ def test_the_loop_runs_with_vllm_and_two_data_parallel_children_sample_its_recor
     to float32 rounding, as a batch of other composition sums in another order (measured: 2 of 96 figures
     differ, by 3e-9 relative)."""
     from imm.layout import RunLayout, generation_record
-    from imm.loop import stage_seed
+    from imm.stage_runner import stage_seed
     from imm.models import BUILTIN_DIR
     from imm.sampling import sample_questions
 

@@ -64,19 +64,14 @@ def test_score_completions_greedy_only_reports_two_metrics():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A random 2-layer Llama and a small BPE tokenizer, saved as a checkpoint folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny import tiny_llama
 
     from imm.tasks.arith import stream
     from imm.world.tokenizer import train_tokenizer
 
     corpus = [f"Question: {p.question}\nAnswer: {p.solution}" for p, _ in zip(stream("arith", "pretrain"), range(200))]
     tokenizer = train_tokenizer(corpus, vocab_size=300)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(tokenizer=tokenizer, bos_token_id=tokenizer.eos_token_id).eval()
     folder = tmp_path_factory.mktemp("tiny")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -131,4 +126,11 @@ def test_imm_eval_checks_tasks_before_loading_the_model(tmp_path, capsys):
     gsm = tmp_path / "gsm.jsonl"
     gsm.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n", encoding="utf-8")
     assert cli.main(["eval", "--model", "x", "--task", f"gsm8k={gsm}", "--shots", "1", "--out", str(tmp_path / "out")]) == 2
+    # one file is read for both splits: its worked examples would be the evaluated set itself
+    assert "gsm8k has no train split apart from the set it is evaluated on" in capsys.readouterr().err
+    folder = tmp_path / "gsm"
+    folder.mkdir()
+    (folder / "test.jsonl").write_text(gsm.read_text(), encoding="utf-8")
+    (folder / "train.jsonl").write_text(gsm.read_text(), encoding="utf-8")  # its one example is the asked question
+    assert cli.main(["eval", "--model", "x", "--task", f"gsm8k={folder}", "--shots", "1", "--out", str(tmp_path / "out")]) == 2
     assert "gsm8k has 0 worked examples outside the asked questions, fewer than prompt.shots=1" in capsys.readouterr().err

@@ -5,10 +5,12 @@ import random
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.finetune import IGNORE, FinetuneConfig, bucketed_batches, collate, encode_example, lr_at, sum_loss, train
 from imm.world.tokenizer import train_tokenizer
+
+from tiny import tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +19,7 @@ def tok():
 
 
 def tiny_model(vocab: int) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(vocab, max_position_embeddings=128)
 
 
 def test_loss_mask_covers_the_response_and_eos_only(tok):
@@ -32,9 +31,12 @@ def test_loss_mask_covers_the_response_and_eos_only(tok):
     assert len(ids) == n_prompt + len(tok(response)["input_ids"]) + 1
 
 
-def test_truncation_keeps_ids_and_labels_aligned(tok):
-    ids, labels = encode_example(tok, "Question: 2 + 3 = ?", " 5", max_length=4)
-    assert len(ids) == len(labels) == 4 and set(labels) == {IGNORE}
+def test_an_example_whose_question_and_response_do_not_fit_is_dropped_not_cut(tok):
+    """Cutting from the right would keep prompt tokens and lose the response (no loss left): None instead."""
+    assert encode_example(tok, "Question: 2 + 3 = ?", " 5", max_length=4) is None
+    n = len(tok("Question: 2 + 3 = ?")["input_ids"]) + len(tok(" 5")["input_ids"]) + 1
+    ids, labels = encode_example(tok, "Question: 2 + 3 = ?", " 5", max_length=n)
+    assert len(ids) == len(labels) == n and labels[-1] == tok.eos_token_id
 
 
 def test_collate_pads_right_and_masks_padding():

@@ -10,15 +10,19 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.models import save_model
 from imm.cli import main
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, add_lora, finetune_checkpoint, fold_lora, train
+from imm.config import FinetuneConfig
+from imm.finetune import add_lora, fold_lora, train
+from imm.finetune_launch import finetune_checkpoint
 from imm.verify.training_set import Example
 from imm.world.tokenizer import train_tokenizer
+
+from tiny import tiny_llama
 
 PAIRS = [("Question: 2 + 3 = ?\nAnswer:", " 2 + 3 = 5. The answer is 5.")] * 8
 # rank 4, alpha 8: scale 2; only the attention's q and v projections are adapted
@@ -32,10 +36,7 @@ def tok():
 
 
 def tiny_model(vocab: int) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(vocab, max_position_embeddings=128)
 
 
 def is_targeted(name: str) -> bool:

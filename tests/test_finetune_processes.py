@@ -18,16 +18,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, finetune_checkpoint
+from imm.config import FinetuneConfig
+from imm.finetune_launch import finetune_checkpoint
 from imm.finetune_launch import check_launch
 from imm.layout import read_jsonl
 from imm.models import load_model, save_model
 from imm.verify.training_set import Example
 from imm.world.tokenizer import train_tokenizer
+
+from tiny import tiny_llama
 
 RTOL, ATOL = 1e-5, 1e-5
 DOCUMENTED = Path(__file__).resolve().parents[1] / "docs" / "accelerate"  # the files docs/scale.md shows
@@ -42,10 +44,7 @@ def setup(tmp_path_factory) -> tuple[Path, list[Example]]:
     examples = [Example(str(i), f"Question: {a} + {b} = ?\nAnswer:", f" {a} + {b} = {a + b}. The answer is {a + b}.")
                 for i, (a, b) in enumerate(sums)]
     tok = train_tokenizer([e.prompt + e.response for e in examples], vocab_size=300)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    model = tiny_llama(tokenizer=tok, max_position_embeddings=128)
     init = tmp_path_factory.mktemp("init") / "model"
     save_model(model, tok, init)
     return init, examples
@@ -205,7 +204,7 @@ def test_the_training_processes_end_when_the_loop_is_killed(setup, tmp_path):
     import psutil
 
     init, examples = setup
-    code = ("import sys; from pathlib import Path; from imm.finetune import FinetuneConfig, finetune_checkpoint; "
+    code = ("import sys; from pathlib import Path; from imm.config import FinetuneConfig; from imm.finetune_launch import finetune_checkpoint; "
             "from imm.verify.training_set import Example; root = Path(sys.argv[1]); "
             "examples = [Example(str(i), 'Q: 1 + 1 = ?', ' 2.') for i in range(64)]; "
             "finetune_checkpoint(sys.argv[2], examples, FinetuneConfig(epochs=1000, batch_size=4, processes=2), "

@@ -4,15 +4,18 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from imm.config import RunConfig, apply_override, from_dict, to_dict
 from imm.errors import UserError
 from imm.layout import RunLayout
-from imm.loop import prepare_run_dir, stage_seed
+from imm.layout import prepare_run_dir
+from imm.stage_runner import stage_seed
 from imm.merging.merge_back import merge_back
 from imm.sampling import Sample
 from imm.verify.training_set import select
+
+from tiny import tiny_llama
 
 
 def row(qid, completion, correct=True, steps=True):
@@ -34,10 +37,9 @@ def cfg(**filter_fields) -> RunConfig:
 
 def test_filter_keeps_verified_and_deduplicates():
     kept = select(cfg().filter, SAMPLES)
-    assert [(r.id, r.response) for r in kept] == [
-        ("a", " 1 + 1 = 2. The answer is 2."), ("a", " 1 + 1 = 3. 3 - 1 = 2. The answer is 2."),
-        ("b", " 2 + 2 = 4. The answer is 4.")]
-    assert kept[0].prompt == "Qa"
+    assert [(r.id, r.completion) for r in kept] == [
+        ("a", "1 + 1 = 2. The answer is 2."), ("a", "1 + 1 = 3. 3 - 1 = 2. The answer is 2."),
+        ("b", "2 + 2 = 4. The answer is 4.")]
 
 
 def test_filter_options_dedup_cap_and_steps():
@@ -110,9 +112,7 @@ def test_a_run_resumes_under_other_run_options(tmp_path):
 
 
 def _save_tiny(path, fill=None):
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = tiny_llama(32, hidden=16, heads=2)
     if fill is not None:
         with torch.no_grad():
             for p in model.parameters():
@@ -137,12 +137,14 @@ def test_an_iteration_without_verified_samples_warns_and_records_it(tmp_path, ca
 
     from imm.layout import read_jsonl
     from imm.outputs import atomic_write_jsonl
+    from imm.prompts import PromptConfig, prompter
     from imm.sampling import read_samples
+    from imm.tasks.registry import get_task
     from imm.verify.training_set import build_training_set
 
     atomic_write_jsonl(tmp_path / "samples.jsonl", [row("a", "The answer is 5.", correct=False)])
     message = build_training_set(cfg().filter, read_samples(tmp_path / "samples.jsonl"), tmp_path / "dataset.jsonl",
-                                 tmp_path / "dataset_stats.json")
+                                 tmp_path / "dataset_stats.json", prompter(get_task("arith"), PromptConfig()))
     assert message.startswith("0/1 verified") and read_jsonl(tmp_path / "dataset.jsonl") == []
     assert "no verified sample" in json.loads((tmp_path / "dataset_stats.json").read_text())["warning"]
     assert "warning:" in capsys.readouterr().out
@@ -153,7 +155,8 @@ NEEDS_LOCAL_FILES = {"smollm2"}  # a converted checkpoint and GSM8K files: valid
 
 def test_every_shipped_config_loads_and_validates():
     """Configs cannot rot: each shipped YAML must match the dataclasses and pass validation."""
-    from imm.config import CONFIG_DIR, load_config
+    from imm.config import CONFIG_DIR
+    from imm.preflight import load_config
 
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"default", "smoke"} <= set(names)

@@ -54,8 +54,8 @@ class Recorder:
             verify=lambda samples, stats, out: (stats.write_text("{}"), self.write("verify", out, read(samples)))[1],
             finetune=lambda init, data, seed, stats, out: (stats.write_text("{}"), self.write(  # as F_t's stats and log: no mkdir
                 "finetune", out, {"init": self.name(init), "data_from": read(data)["from"]}))[1],
-            merge=lambda arm, base, ft, seed, out: self.write("merge", out, {"base": self.name(base),
-                                                                            "finetuned": " + ".join(map(self.name, ft))}),
+            merge=lambda arm, base, ft, seed, out, init: self.write("merge", out, {
+                "base": self.name(base), "finetuned": " + ".join(map(self.name, ft)), "start": self.name(init)}),
             evaluate=lambda model, seed, out: self.write("evaluate", out, {}),
             analyse=lambda arm, t: self.write("analyse", self.layout.analysis(arm, t) / "done", {}),
         )
@@ -87,7 +87,7 @@ def expected(arm: str, t: int) -> dict:
     writer = "teacher" if arm.startswith("distill") else previous
     found = {"S": writer, "D": writer, "F": {"init": previous, "data_from": writer}}
     if merges:
-        found["θ"] = {"base": "θ0", "finetuned": f"F[{arm},{t}]"}
+        found["θ"] = {"base": "θ0", "finetuned": f"F[{arm},{t}]", "start": previous}
     return found
 
 
@@ -158,13 +158,14 @@ def test_a_resumed_loop_runs_nothing_twice(tmp_path):
 
 def test_a_merging_arm_of_the_run_merges_two_fine_tunes_for_model_stock_and_evaluates_only_theta(tmp_path):
     """merge_arms adds `stock` (model_stock): it samples from its own θ_{t−1}, trains F_t and a second F′_t from
-    the same init and data, and merges θ0 with both; F_1 and its evaluation are self_improve's (linked), and from
-    t = 2 on only θ_t is evaluated."""
+    the same init and data, and merges θ0 with both, measuring from their start θ_{t−1}; F_1 and its evaluation are
+    self_improve's (linked), and from t = 2 on only θ_t is evaluated."""
     layout, recorder = run(tmp_path, arms=["self_improve", "stock"], merge_arms={"stock": {"method": "model_stock"}})
     for t in (1, 2, 3):
         previous = "θ0" if t == 1 else f"θ[stock,{t - 1}]"
         assert provenance(layout, "stock", t) == {"S": previous, "D": previous, "F": {"init": previous, "data_from": previous},
-                                                  "θ": {"base": "θ0", "finetuned": f"F[stock,{t}] + F′[stock,{t}]"}}
+                                                  "θ": {"base": "θ0", "finetuned": f"F[stock,{t}] + F′[stock,{t}]",
+                                                        "start": previous}}
         second = json.loads((layout.second_finetuned("stock", t) / "model.json").read_text())
         assert second == {"init": previous, "data_from": previous}
     ran = [out.relative_to(layout.iteration("stock", 1).parent).as_posix() for stage, out in recorder.calls

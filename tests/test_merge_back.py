@@ -5,11 +5,13 @@
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from imm.config import MergeConfig, load_config
+from imm.config import MergeConfig
+from imm.preflight import load_config
 from imm.errors import UserError
 from imm.merging.merge_back import merge_back, merge_back_spec
+
+from tiny import tiny_llama
 
 SHIFT = 0.2  # F = θ0 + 0.2 on every entry; λ = 0.5, so a full update adds 0.1
 
@@ -17,9 +19,7 @@ SHIFT = 0.2  # F = θ0 + 0.2 on every entry; λ = 0.5, so a full update adds 0.1
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("pair")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = tiny_llama(32, hidden=16, heads=2)
     model.save_pretrained(root / "base")
     with torch.no_grad():
         for p in model.parameters():

@@ -14,6 +14,8 @@ from imm import cli, tensor_files
 from imm.errors import UserError
 from imm.merging import MergeSpec, driver, merge, plan_merge, tensor_seed
 
+from tiny import tiny_llama
+
 SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=4)
 
@@ -37,8 +39,7 @@ def _finetune(base, seed: int):
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     root = tmp_path_factory.mktemp("llama")
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(**SIZES))
+    base = tiny_llama()
     return {"root": root, "base": _save(root / "base", base, tokenizer=True),
             "ft": _save(root / "ft", _finetune(base, 1)), "ft2": _save(root / "ft2", _finetune(base, 2))}
 
@@ -176,11 +177,11 @@ def test_missing_safetensors_is_a_user_error(llama, tmp_path):
 def test_failed_merge_leaves_no_output(llama, tmp_path, monkeypatch):
     calls = []
 
-    def failing(plan, job, seed, device="cpu", reader=None):
+    def failing(plan, job, seed, device="cpu", reader=None, records=None):
         calls.append(job)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return real(plan, job, seed, device, reader)
+        return real(plan, job, seed, device, reader, records)
 
     real = driver.merge_tensor
     monkeypatch.setattr(driver, "merge_tensor", failing)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from imm.merging import sparsify as sp
-from imm.merging.methods import METHODS, TensorParams, generalized_task_arithmetic, slerp_pair
+from imm.merging.methods import (METHODS, SPARSIFIERS, BaseUse, Sparsifier, TensorParams, generalized_task_arithmetic,
+                                 layerwise_factors, slerp_pair)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -170,3 +171,21 @@ def test_gta_leaves_empty_divisors_at_one():
         ({"weight": 1.0, "density": 1.0},) * 2, {"normalize": True, "rescale": False}), [_gen(), _gen(1)],
         sparsify="magnitude", consensus="sum")
     assert out.tolist() == [1.0]
+
+
+def test_an_unknown_sparsifier_or_consensus_is_refused_not_run_as_another():
+    """The closed sets are enums: a name outside them raises, naming the choices, where it used to fall through to
+    DELLA's MagPrune (sparsifier), to a count vote (consensus) or to releasing the critical blocks (imm_layerwise's
+    direction). Each table entry is a member, and each sparsifier has its function."""
+    params = TensorParams(({"weight": 1.0, "density": 0.5, "epsilon": 0.1},), {"normalize": False})
+    with pytest.raises(ValueError, match="unknown sparsifier 'magprune'; choose one of magnitude, magnitude_outliers, "
+                                         "random, della_magprune"):
+        generalized_task_arithmetic(torch.ones(1, 4), params, [_gen()], sparsify="magprune", consensus=None)
+    with pytest.raises(ValueError, match="unknown consensus 'majority'; choose one of sum, count"):
+        generalized_task_arithmetic(torch.ones(1, 4), params, [_gen()], sparsify=None, consensus="majority")
+    with pytest.raises(ValueError, match="unknown consensus 'majority'"):
+        sp.sign_agreement(torch.ones(2, 3), "majority")
+    with pytest.raises(ValueError, match="unknown direction 'sideways'; choose one of protect, release"):
+        layerwise_factors([1.0, 0.0], "sideways", 0.5)
+    assert set(SPARSIFIERS) == set(Sparsifier)
+    assert all(isinstance(m.base, BaseUse) for m in METHODS.values())

@@ -30,7 +30,10 @@ def _params(name: str, n: int, **per_model) -> TensorParams:
 
 
 def _run(name, deltas, params, seed=0):
+    """A method that reads the fine-tunes' start G gets G = θ0 (a zero task vector) as its last row."""
     gens = [torch.Generator().manual_seed(seed * 100 + i) for i in range(deltas.shape[0])]
+    if METHODS[name].start:
+        deltas = torch.cat([deltas, torch.zeros_like(deltas[:1])])
     return METHODS[name].fn(deltas.clone(), params, gens)
 
 

@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm import cli
 from imm.errors import UserError
 from imm.outputs import MARKER, check_output_dir, output_dir, remove_written
 
-SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=4)
-
+from tiny import tiny_llama
 
 def user_folder(path: Path) -> Path:
     path.mkdir(parents=True)
@@ -152,8 +149,7 @@ def test_every_deletion_in_the_package_goes_through_the_guarded_helper():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(**SIZES))
+    base = tiny_llama()
     base.save_pretrained(root / "base")
     with torch.no_grad():
         for p in base.parameters():
@@ -254,9 +250,9 @@ def test_imm_run_writes_only_into_new_folders_or_runs(tmp_path, capsys):
 
 
 def test_imm_run_restart_removes_only_a_run_folder(tmp_path, capsys):
-    from imm.config import load_config
+    from imm.preflight import load_config
     from imm.layout import RunLayout
-    from imm.loop import prepare_run_dir
+    from imm.layout import prepare_run_dir
 
     cfg = load_config("smoke", (f"out_dir={tmp_path}", "name=r"))
     layout = RunLayout(cfg.run_dir)

@@ -56,7 +56,7 @@ def test_chat_models_get_their_template_and_stop_at_the_end_of_their_turn():
 
 
 def test_yaml_on_and_off_mean_the_chat_modes():
-    from imm.config import load_config
+    from imm.preflight import load_config
 
     assert Prompter(Toy(), load_config("smoke", ("prompt.chat=on",)).prompt, ChatTokenizer()).chat
     assert not Prompter(Toy(), load_config("smoke", ("prompt.chat=off",)).prompt, ChatTokenizer()).chat

@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 from imm import cli, verify
 from imm.models import BUILTIN_DIR, load_model, save_model
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, finetune_checkpoint
+from imm.config import FinetuneConfig
+from imm.finetune_launch import finetune_checkpoint
 from imm.outputs import atomic_write_text, is_temporary
 from imm.verify.symbolic import SymbolicJudge
 

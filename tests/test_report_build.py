@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from imm.cli import main as cli
-from imm.config import AnalysisConfig, DataConfig, EvalConfig, RunConfig, load_config, per_seed, seeds_report_dir, to_dict
+from imm.config import AnalysisConfig, DataConfig, EvalConfig, RunConfig, per_seed, seeds_report_dir, to_dict
+from imm.preflight import load_config
 from imm.layout import RunLayout, eval_samples
 from imm.report.summary import read_summary, write_summary
 from imm.report.runs import load_run

@@ -3,23 +3,20 @@
 import json
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from imm.cli import main
 from imm.finetune import FinetuneConfig, lr_at, train
 from imm.world.tokenizer import train_tokenizer
 
 from test_report_build import make_run
+from tiny import tiny_llama
 
 
 def test_training_writes_loss_lr_and_throughput_per_step(tmp_path):
     """16 pairs, batch 8, 2 epochs: 4 optimizer steps; warm-up is max(1, round(0.03·4)) = 1 step, so the
     rates are 1e-2·lr_at(s, 4, 1) for s = 0..3: 1e-2 (warm-up), then 1e-2·½(1 + cos(π·(s−1)/3)) = 1e-2, 7.5e-3, 2.5e-3."""
     tok = train_tokenizer(["Question: 2 + 3 = ?\nAnswer: 2 + 3 = 5. The answer is 5."] * 20, vocab_size=300)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128))
+    model = tiny_llama(len(tok), max_position_embeddings=128)
     log = tmp_path / "train_log.jsonl"
     stats = train(model, tok, [("Question: 2 + 3 = ?\nAnswer:", " 2 + 3 = 5. The answer is 5.")] * 16,
                   FinetuneConfig(learning_rate=1e-2, epochs=2, batch_size=8), desc=None, log=log)

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig, finetune_checkpoint
+from imm.config import FinetuneConfig
+from imm.finetune_launch import finetune_checkpoint
 from imm.models import BUILTIN_DIR
 from imm.side_by_side import side_by_side
 from imm.verify.training_set import Example

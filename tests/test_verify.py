@@ -170,7 +170,7 @@ ISSUE_13 = [
     ("math", "\\boxed{\\$44.00}", "44", True),
     ("number", "The answer is \\$18.", "18", True),
     ("number", "The answer is 18 or 20.", "18", False),
-    ("math", "\\boxed{70110}", "70,110", False), ("math", "\\boxed{110, 70}", "70,110", True),  # an unordered pair
+    ("math", "\\boxed{-23}", "-2,3", False), ("math", "\\boxed{110, 70}", "70,110", True),  # an unordered pair
     ("math", "\\boxed{(-36,104]}", "[-36,104]", False), ("math", "\\boxed{[-36, 104]}", "[-36,104]", True),
     ("math-approx", "\\boxed{2.19002 \\times 10^{6}}", "2.19e6", True),  # 9e-6 relative: a measured quantity
     ("math-approx", "\\boxed{2.2e6}", "2.19e6", False),  # 0.5% off
@@ -182,6 +182,42 @@ ISSUE_13 = [
 @pytest.mark.parametrize("kind, completion, gold, correct", ISSUE_13)
 def test_issue_13_answer_forms(judge, kind, completion, gold, correct):
     assert verify.check_many([completion], [gold], kind, judge=judge)[0].correct is correct
+
+
+# Issue 25's classes, each verdict by hand: matrices, vectors and tuples entry by entry in one layout; a gold whose
+# comma groups are all three digits is one number against one number, a pair against a pair; \text{} ignores case.
+PMATRIX = "\\begin{pmatrix}6\\\\3\\\\0\\end{pmatrix}"
+ISSUE_25 = [
+    ("\\boxed{\\begin{pmatrix} 6 \\\\ 3 \\\\ 0 \\end{pmatrix}}", PMATRIX, True),  # spacing
+    ("\\boxed{\\begin{bmatrix}6\\\\3\\\\0\\\\\\end{bmatrix}}", PMATRIX, True),  # brackets, a trailing row break
+    ("\\boxed{\\begin{pmatrix} 6 \\\\ -3 \\\\ 0 \\end{pmatrix}}", PMATRIX, False),  # one sign flipped
+    ("\\boxed{\\begin{pmatrix}6&3&0\\end{pmatrix}}", PMATRIX, False),  # a row is not a column
+    ("\\boxed{\\begin{vmatrix}6\\\\3\\\\0\\end{vmatrix}}", PMATRIX, False),  # a determinant is not a matrix
+    ("\\boxed{\\left(\\begin{array}{cc}1 & \\dfrac{1}{2} \\\\ 0 & 1\\end{array}\\right)}",
+     "\\begin{pmatrix}1&\\frac12\\\\0&1\\end{pmatrix}", True),
+    ("\\boxed{\\begin{pmatrix}1&0.5\\\\1&0\\end{pmatrix}}", "\\begin{pmatrix}1&\\frac{1}{2}\\\\0&1\\end{pmatrix}", False),
+    ("\\boxed{(1, -2, 3)}", "(1,2,3)", False), ("\\boxed{(3,2,1)}", "(1,2,3)", False),
+    ("\\boxed{\\left( 1, 2, 3 \\right)}", "(1,2,3)", True), ("\\boxed{(1,2)}", "(1,2,3)", False),
+    ("\\boxed{771400}", "771,400", True), ("\\boxed{9240}", "9,240", True), ("\\boxed{9241}", "9,240", False),
+    ("\\boxed{400, 771}", "771,400", True),  # a pair against a pair: in any order
+    ("\\boxed{evelyn}", "\\text{Evelyn}", True), ("\\boxed{\\text{EVELYN}}", "\\text{Evelyn}", True),
+    ("\\boxed{Eve}", "\\text{Evelyn}", False),
+]
+
+
+@pytest.mark.parametrize("completion, gold, correct", ISSUE_25)
+def test_issue_25_answer_forms(judge, completion, gold, correct):
+    assert verify.check_many([completion], [gold], "math", judge=judge)[0].correct is correct
+
+
+def test_matrix_entries_left_to_math_verify_must_all_be_equivalent():
+    """\\sqrt{4} = 2 is decided symbolically, so the matrix goes to math-verify as its undecided entries; one of
+    them wrong (\\sqrt{5}) makes the whole matrix wrong."""
+    gold = "\\begin{pmatrix}\\frac{1}{2}\\\\2\\end{pmatrix}"
+    assert latex.decide("\\begin{pmatrix} 0.5 \\\\ \\sqrt{4} \\end{pmatrix}", gold) == [("\\sqrt{4}", "2")]
+    assert verify.matches_many([("\\begin{pmatrix} 0.5 \\\\ \\sqrt{4} \\end{pmatrix}", gold),
+                                ("\\begin{pmatrix} \\sqrt{4} \\\\ \\sqrt{5} \\end{pmatrix}", gold.replace("\\frac{1}{2}", "2"))],
+                               "math") == [True, False]
 
 
 @pytest.mark.parametrize("text, normal", [

@@ -19,8 +19,21 @@ is the run's `merge:` section; METHOD.md §2 is the spec.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Collection
+
+from imm.errors import UserError
+
+
+class Stage(StrEnum):
+    """The loop's stages (METHOD.md §2), in the order an iteration runs them."""
+
+    SAMPLE = "sample"  # S_t
+    VERIFY = "verify"  # D_t
+    FINETUNE = "finetune"  # F_t
+    MERGE = "merge"  # θ_t
+    EVALUATE = "evaluate"
+    ANALYSE = "analyse"
 
 
 class Source(str, Enum):
@@ -59,18 +72,26 @@ def get_arm(name: str, merge_arms: Collection[str] = ()) -> Arm:
     if name in merge_arms:  # F_t is only its merge's input: θ_t alone is evaluated (half the evaluation)
         return Arm(name, Source.GENERATOR, merges=True, evaluates_finetuned=False)
     if name not in ARMS:
-        from imm.errors import UserError
-
         raise UserError(f"unknown arm {name!r}; choose among {', '.join(ARMS)}, e.g. arms=[self_improve,imm], "
                         "or name a merging arm under merge_arms")
     return ARMS[name]
+
+
+def check_arms(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> None:
+    """At least one arm, each known and listed once."""
+    if not names:
+        raise UserError(f"arms must name at least one of {list(ARMS)}")
+    for name in names:
+        get_arm(name, merge_arms)
+    if len(set(names)) != len(names):
+        raise UserError(f"arms lists an arm twice: {list(names)}; list each once")
 
 
 def needs_teacher(names: tuple[str, ...], merge_arms: Collection[str] = ()) -> bool:
     return any(get_arm(name, merge_arms).samples_from is Source.TEACHER for name in names)
 
 
-def shared_stages(a: Arm, b: Arm, t: int, init_from_base: bool) -> tuple[str, ...]:
+def shared_stages(a: Arm, b: Arm, t: int, init_from_base: bool) -> tuple[Stage, ...]:
     """The stages of iteration t whose outputs arms `a` and `b` have in common (same inputs, same seeds).
 
     S_t and D_t match when both arms sample from the teacher, or from θ0 (every G is θ0 at t = 1);
@@ -78,4 +99,6 @@ def shared_stages(a: Arm, b: Arm, t: int, init_from_base: bool) -> tuple[str, ..
     same_writer = a.samples_from is b.samples_from and (a.samples_from is Source.TEACHER or t == 1)
     if not same_writer:
         return ()
-    return ("sample", "verify", "finetune", "evaluate") if t == 1 or init_from_base else ("sample", "verify")
+    if t == 1 or init_from_base:
+        return Stage.SAMPLE, Stage.VERIFY, Stage.FINETUNE, Stage.EVALUATE
+    return Stage.SAMPLE, Stage.VERIFY

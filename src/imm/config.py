@@ -13,6 +13,7 @@ settings (`experiment_settings`).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,13 +22,9 @@ from typing import Any, Union
 
 import yaml
 
-from imm.arms import ARMS, Arm, get_arm, needs_teacher
-from imm.engines import check_backend
+from imm.arms import Arm, get_arm
 from imm.errors import UserError
-from imm.finetune import METHODS, FinetuneConfig
-from imm.finetune_launch import check_launch
-from imm.merging.merge_back import check_merge_block
-from imm.prompts import PromptConfig, check_prompt
+from imm.prompts import PromptConfig
 
 
 def run_option(default: Any) -> Any:
@@ -35,6 +32,43 @@ def run_option(default: Any) -> Any:
     return field(default=default, metadata={"run_option": True})
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Backend(enum.StrEnum):
+    """The generation engine of sampling and evaluation (imm.engines)."""
+
+    HF = "hf"  # Hugging Face `generate` in this process
+    VLLM = "vllm"  # vLLM in child processes
+
+
+class InitFrom(enum.StrEnum):
+    """Where F_t starts."""
+
+    GENERATOR = "generator"  # G, the model that wrote D_t [paper code]
+    BASE = "base"  # θ0 [ours]
+
+
+class FinetuneMethod(enum.StrEnum):
+    FULL = "full"  # every weight [paper]
+    LORA = "lora"  # a LoRA adapter, folded into the weights [ours]
+
+
+class CheckpointDtype(enum.StrEnum):
+    """The dtype F_t and θ_t are saved in (imm.models.checkpoint_dtype); training itself runs in float32."""
+
+    BASE = "base"  # θ0's own [ours]: a bfloat16 model's checkpoints take half the disk of float32 ones
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+class ImportanceKind(enum.StrEnum):
+    """The layer-importance measures (imm.analysis.importance.MEASURES has one row each)."""
+
+    ABLATION = "ablation"
+    GRADIENT = "gradient"
+    INFLUENCE = "influence"
 
 
 @dataclass(frozen=True)
@@ -47,6 +81,7 @@ class ModelConfig:
     workers: int = run_option(0)  # CPU generation processes (imm.engines.hf); 0 = one per core, 1 on a GPU
     allow_pickle: bool = run_option(False)  # load pickled .bin weights, which can run code (imm.models)
     trust_remote_code: bool = run_option(False)  # run the Python code a checkpoint ships
+    checkpoint_dtype: CheckpointDtype = CheckpointDtype.BASE  # F_t and θ_t saved as: base (θ0's dtype) | float32 | ...
 
 
 @dataclass(frozen=True)
@@ -64,7 +99,7 @@ class SampleConfig:
     top_p: float = 1.0
     max_new_tokens: int = 128
     batch_size: int = run_option(64)  # sequences per generation batch
-    backend: str = "hf"  # generation engine for sampling and evaluation: hf | vllm (imm.engines)
+    backend: Backend = Backend.HF  # generation engine for sampling and evaluation: hf | vllm (imm.engines)
     # The vllm engine's run options (imm.engines.vllm; docs/scale.md "Sampling with vLLM"):
     vllm_python: str = run_option("")  # Python of vLLM's environment; "" = this one if it has vLLM, else .venv-vllm
     vllm_tensor_parallel: int = run_option(1)  # GPUs per vLLM engine (tensor_parallel_size)
@@ -74,18 +109,40 @@ class SampleConfig:
     vllm_executor: str = run_option("mp")  # mp: GPUs of this node; ray: GPUs of a Ray cluster (several nodes)
 
 
-def _check_engine(s: SampleConfig) -> None:
-    """The vllm fields, and with backend vllm that its Python starts vLLM (imm.engines.vllm)."""
-    from imm.engines.vllm import check_vllm
-
-    check_vllm(s, start=s.backend == "vllm")
-
-
 @dataclass(frozen=True)
 class FilterConfig:
     dedup: bool = True  # [ours] drop identical completions of one question
     max_per_question: int = 0  # [ours] keep at most this many per question; 0 = no cap
     check_steps: bool = False  # [ours] also require every written step `a op b = c` to be right
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    init_from: InitFrom = InitFrom.GENERATOR  # [paper code] generator: F_t starts from G; base: from θ0 [ours]
+    learning_rate: float = 2e-5  # [paper code]
+    epochs: int = 3  # [paper code]
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03  # [paper code]
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 512  # [paper code] tokens per example: the response always whole (imm.finetune.encode_examples)
+    prompt_shots: int = 0  # [paper code: the question alone] worked examples in a training prompt [ours: more]
+    bucket_chunks: int = 50  # batches per length-sorted chunk: larger = less padding, less shuffling
+    method: FinetuneMethod = FinetuneMethod.FULL  # full: every weight [paper]; lora: a folded LoRA adapter [ours]
+    lora_rank: int = 16
+    lora_alpha: float = 32.0  # the update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names: attention and MLP projections
+    bf16_autocast: bool | str = run_option("auto")  # auto: on a CUDA GPU with bf16 | true | false
+    gradient_checkpointing: bool = run_option(False)  # recompute activations in backward: less memory
+    # Training processes through accelerate (imm.finetune_launch); 1 = this process, as ever. A run option:
+    # N processes take the same steps as one up to float rounding (tests/test_finetune_processes.py).
+    processes: int = run_option(1)
+    accelerate_config: str = run_option("")  # accelerate's own config file (DDP, FSDP, DeepSpeed); "" = DDP
+    # imm run on a CPU: an iteration's independent F_t (one per arm) train at once, a share of the threads each
+    # (imm.side_by_side; the same weights as one after the other). false: one after the other, all threads each.
+    side_by_side: bool = run_option(True)
 
 
 @dataclass(frozen=True)
@@ -111,7 +168,7 @@ class AnalysisConfig:
     enabled: bool = True  # layer tables after each iteration (imm analyze)
     probe_task: str = "arith"
     probe_size: int = 64
-    importance: tuple[str, ...] = ("ablation", "gradient")
+    importance: tuple[ImportanceKind, ...] = (ImportanceKind.ABLATION, ImportanceKind.GRADIENT)
 
 
 @dataclass(frozen=True)
@@ -161,6 +218,11 @@ def seeds_report_dir(cfg: RunConfig) -> Path:
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """`value` as type `hint`, or a UserError naming the dotted key and the type it needs."""
     origin = typing.get_origin(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise UserError(f"config key {where} must be one of {', '.join(m.value for m in hint)}, got {value!r}") from None
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise UserError(f"config key {where} must be a mapping of {hint.__name__} fields, got {value!r}")
@@ -232,12 +294,21 @@ def add_config_flag(parser, flag: str, cls: type, name: str, help: str, *, defau
     parser.add_argument(flag, type=kind, default=value, help=f"{help} (default {shown}, as `imm run`'s {section}.{name})")
 
 
+def plain(value: Any) -> Any:
+    """A field's value as config.yaml writes it: enums as their names' strings, tuples as lists."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value
+
+
 def to_dict(cfg) -> dict:
-    """Plain nested dict of a config (tuples as lists), as written to config.yaml."""
+    """Plain nested dict of a config (tuples as lists, enums as strings), as written to config.yaml."""
     out = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else list(v) if isinstance(v, tuple) else v
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else plain(v)
         if isinstance(v, dict) and any(dataclasses.is_dataclass(x) for x in v.values()):
             out[f.name] = {k: to_dict(x) for k, x in v.items()}
     return out
@@ -280,75 +351,8 @@ def apply_override(data: dict, override: str) -> None:
 
 
 def load_config(name_or_path: str = "default", overrides: tuple[str, ...] = ()) -> RunConfig:
+    """The config file with its overrides, parsed; imm.preflight checks it against the stages before any work."""
     data = _read_yaml(name_or_path)
     for override in overrides:
         apply_override(data, override)
-    cfg = from_dict(RunConfig, data)
-    validate(cfg)
-    return cfg
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)
-
-
-def _check_finetune_method(f: FinetuneConfig) -> None:
-    """LoRA's and autocast's fields; whether the target modules exist is known only once the model loads."""
-    _require(f.method in METHODS, f"finetune.method must be one of {', '.join(METHODS)}, got {f.method!r}")
-    _require(f.lora_rank > 0, f"finetune.lora_rank must be positive, got {f.lora_rank}")
-    _require(f.lora_alpha > 0, f"finetune.lora_alpha must be positive, got {f.lora_alpha}")
-    _require(0 <= f.lora_dropout < 1, f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}")
-    _require(bool(f.lora_targets), "finetune.lora_targets must name at least one module, e.g. [q_proj, v_proj]")
-    _require(f.bf16_autocast in (True, False, "auto"), f"finetune.bf16_autocast must be auto, true or false, got {f.bf16_autocast!r}")
-    check_launch(f)  # processes and accelerate's config file
-
-
-def validate(cfg: RunConfig) -> None:
-    """Everything that can be checked before a model is loaded (fail before the expensive part)."""
-    from imm.models import check_weight_files, resolve_model_path
-    from imm.tasks.registry import get_task
-
-    _require(cfg.iterations > 0, f"iterations must be positive, got {cfg.iterations}; set iterations=3")
-    _require(bool(cfg.arms), f"arms must name at least one of {list(ARMS)}")
-    for name, block in cfg.merge_arms.items():
-        _require(name not in ARMS, f"merge_arms.{name}: {name} is a built-in arm; give the merging arm another name")
-        _require(0 < block.density <= 1, f"merge_arms.{name}.density must be in (0, 1], got {block.density}")
-        try:
-            check_merge_block(block)
-        except UserError as err:
-            raise UserError(f"merge_arms.{name}: {err}") from None
-    for arm in cfg.arms:
-        cfg.arm(arm)
-    _require(len(set(cfg.arms)) == len(cfg.arms), f"arms lists an arm twice: {list(cfg.arms)}; list each once")
-    _require(len(set(cfg.seeds)) == len(cfg.seeds), f"seeds lists a seed twice: {list(cfg.seeds)}; list each once")
-    _require(cfg.data.train_questions > 0, f"data.train_questions must be positive, got {cfg.data.train_questions}")
-    _require(cfg.sampling.k > 0, f"sampling.k must be positive, got {cfg.sampling.k}")
-    _require(cfg.sampling.temperature >= 0, f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
-    _require(cfg.sampling.temperature > 0 or cfg.sampling.k == 1,
-             f"sampling.temperature=0 is greedy: its {cfg.sampling.k} samples per question would be identical; "
-             f"set sampling.k=1 (the paper's greedy sampling) or a temperature above 0")
-    _require(cfg.eval.diversity_temperature > 0 or cfg.eval.diversity_k <= 1,
-             f"eval.diversity_temperature=0 is greedy: its {cfg.eval.diversity_k} samples would be identical; "
-             f"set eval.diversity_k=0 or a temperature above 0")
-    _require(0 < cfg.sampling.top_p <= 1, f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
-    check_backend(cfg.sampling.backend)
-    _check_engine(cfg.sampling)
-    check_prompt(cfg.prompt)
-    _require(cfg.finetune.learning_rate > 0, f"finetune.learning_rate must be positive, got {cfg.finetune.learning_rate}")
-    _require(cfg.finetune.epochs > 0, f"finetune.epochs must be positive, got {cfg.finetune.epochs}")
-    _require(cfg.finetune.init_from in ("generator", "base"), f"finetune.init_from must be generator or base, got {cfg.finetune.init_from!r}")
-    _check_finetune_method(cfg.finetune)
-    _require(0 < cfg.merge.density <= 1, f"merge.density must be in (0, 1], got {cfg.merge.density}")
-    check_merge_block(cfg.merge)
-    _require(cfg.eval.limit > 0, f"eval.limit must be positive, got {cfg.eval.limit}")
-    _require(cfg.name and "/" not in cfg.name, f"name must be a plain folder name, got {cfg.name!r}")
-    for spec in (cfg.data.train_task, *cfg.data.id_tasks, *cfg.data.ood_tasks, cfg.analysis.probe_task):
-        get_task(spec)
-    models = [cfg.model.base]
-    if needs_teacher(cfg.arms, cfg.merge_arms):
-        _require(bool(cfg.model.teacher), "a distillation arm needs model.teacher=PATH_OR_HUB_ID")
-        models.append(cfg.model.teacher)
-    for model in models:  # a local folder's weights: safetensors whole, or pickles only when allowed
-        if isinstance(where := resolve_model_path(model), Path):
-            check_weight_files(where, cfg.model.allow_pickle)
+    return from_dict(RunConfig, data)

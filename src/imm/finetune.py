@@ -9,7 +9,7 @@ weights before F_t is saved: F_t is a plain checkpoint and F_t − init is exact
 the targeted projections, zero elsewhere, so merging sees the LoRA update as its task vector.
 
 `processes: N` (or an `accelerate_config` file) runs the same loop as N processes through Hugging Face
-accelerate (imm.finetune_launch): each process trains its share of every batch and the gradients are
+accelerate (imm.finetune_launch, which picks this process or those): each process trains its share of every batch and the gradients are
 summed, so N processes take the steps one process takes (docs/scale.md).
 """
 
@@ -20,7 +20,7 @@ import math
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,44 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from imm.config import FinetuneConfig, FinetuneMethod
 from imm.errors import UserError
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
-METHODS = ("full", "lora")
-LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _run_option(default):
-    """How to compute, not what (imm.config.run_option; defined here too since config imports this module)."""
-    return field(default=default, metadata={"run_option": True})
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    init_from: str = "generator"  # [paper code] generator: F_t starts from G; base: from θ0 [ours]
-    learning_rate: float = 2e-5  # [paper code]
-    epochs: int = 3  # [paper code]
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03  # [paper code]
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512  # [paper code]
-    bucket_chunks: int = 50  # batches per length-sorted chunk: larger = less padding, less shuffling
-    method: str = "full"  # full: every weight [paper]; lora: a folded LoRA adapter [ours]
-    lora_rank: int = 16
-    lora_alpha: float = 32.0  # the update is scaled by lora_alpha / lora_rank
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = LLAMA_PROJECTIONS  # module names: attention and MLP projections
-    bf16_autocast: bool | str = _run_option("auto")  # auto: on a CUDA GPU with bf16 | true | false
-    gradient_checkpointing: bool = _run_option(False)  # recompute activations in backward: less memory
-    # Training processes through accelerate (imm.finetune_launch); 1 = this process, as ever. A run option:
-    # N processes take the same steps as one up to float rounding (tests/test_finetune_processes.py).
-    processes: int = _run_option(1)
-    accelerate_config: str = _run_option("")  # accelerate's own config file (DDP, FSDP, DeepSpeed); "" = DDP
-    # imm run on a CPU: an iteration's independent F_t (one per arm) train at once, a share of the threads each
-    # (imm.side_by_side; the same weights as one after the other). false: one after the other, all threads each.
-    side_by_side: bool = _run_option(True)
 
 
 @dataclass(frozen=True)
@@ -77,14 +43,65 @@ class TrainStats:
     tokens_per_s: float  # non-padding tokens processed per second
     final_loss: float
     seconds: float
+    prompt_truncated: int = 0  # examples whose prompt lost worked examples from the left to fit max_length
+    dropped_too_long: int = 0  # examples whose question and response alone exceed max_length: not trained on
 
 
-def encode_example(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
-    """input_ids = prompt + response + eos; labels = -100 on the prompt (loss on the response only)."""
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+def _encode(tokenizer, prompt: str, response: str, max_length: int,
+            question_at: int = 0) -> tuple[list[int], list[int], bool] | None:
+    """(input_ids, labels, whether the prompt lost tokens), or None when the example cannot fit.
+
+    input_ids = prompt + response + eos, labels = -100 on the prompt (loss on the response only), at most
+    `max_length` tokens. The response is always whole; the prompt loses tokens from the left, never from its
+    question (prompt[question_at:], imm.prompts.Prompter.question_at): without it the response would be
+    learned as an answer to nothing, so an example whose question and response do not fit is dropped."""
+    context = tokenizer(prompt[:question_at], add_special_tokens=False)["input_ids"] if question_at else []
+    question = tokenizer(prompt[question_at:], add_special_tokens=False)["input_ids"]
     r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ids, labels = (p + r)[:max_length], ([IGNORE] * len(p) + r)[:max_length]
-    return ids, labels
+    room = max_length - len(question) - len(r)
+    if room < 0:
+        return None
+    p = context[len(context) - min(room, len(context)):] + question
+    return p + r, [IGNORE] * len(p) + r, room < len(context)
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_length: int,
+                   question_at: int = 0) -> tuple[list[int], list[int]] | None:
+    """(input_ids, labels) of one example under `_encode`'s rule; None when its question and response do not fit."""
+    encoded = _encode(tokenizer, prompt, response, max_length, question_at)
+    return encoded[:2] if encoded else None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The examples of D_t that fit `max_length`, each with its whole response, and what fitting cost."""
+
+    examples: list[tuple[list[int], list[int]]]
+    prompt_truncated: int  # kept, but their prompt lost worked examples from the left
+    dropped_too_long: int  # question and response alone longer than max_length
+    shortest: int  # tokens of the shortest question + response + eos (what max_length must reach)
+
+
+def encode_examples(tokenizer, pairs: Sequence[tuple], max_length: int) -> Encoded:
+    """Every (prompt, response[, question_at]) pair under `_encode`'s rule."""
+    kept, truncated, needed = [], 0, []
+    for prompt, response, *question_at in pairs:
+        encoded = _encode(tokenizer, prompt, response, max_length, *question_at)
+        if encoded is None:  # what it needs: its question (no worked example) and response
+            needed.append(len(_encode(tokenizer, prompt[sum(question_at):], response, 10**9)[0]))
+            continue
+        kept.append(encoded[:2])
+        truncated += encoded[2]
+    return Encoded(kept, truncated, len(needed), min(needed, default=0))
+
+
+def require_examples(encoded: Encoded, max_length: int, what: str = "training examples") -> None:
+    """Stop when no example fits: training on nothing would leave F_t = init with no word said."""
+    if encoded.examples or not encoded.dropped_too_long:
+        return
+    raise UserError(f"none of the {encoded.dropped_too_long} {what} fits finetune.max_length={max_length} "
+                    f"with its whole question and response (the shortest needs {encoded.shortest} tokens); raise "
+                    f"finetune.max_length to at least {encoded.shortest}")
 
 
 def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -117,6 +134,23 @@ def sum_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     targets = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at position t
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
+
+
+def check_finetune(f: FinetuneConfig) -> None:
+    """The block's numbers and LoRA's fields; whether the target modules exist is known only once the model loads."""
+    checks = [(f.learning_rate > 0, f"finetune.learning_rate must be positive, got {f.learning_rate}"),
+              (f.epochs > 0, f"finetune.epochs must be positive, got {f.epochs}"),
+              (f.max_length > 0, f"finetune.max_length must be positive, got {f.max_length}"),
+              (f.prompt_shots >= 0, f"finetune.prompt_shots must be 0 or more, got {f.prompt_shots}"),
+              (f.lora_rank > 0, f"finetune.lora_rank must be positive, got {f.lora_rank}"),
+              (f.lora_alpha > 0, f"finetune.lora_alpha must be positive, got {f.lora_alpha}"),
+              (0 <= f.lora_dropout < 1, f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}"),
+              (bool(f.lora_targets), "finetune.lora_targets must name at least one module, e.g. [q_proj, v_proj]"),
+              (f.bf16_autocast in (True, False, "auto"),
+               f"finetune.bf16_autocast must be auto, true or false, got {f.bf16_autocast!r}")]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
 
 
 def check_finite_loss(loss: float, step: int, total: int) -> None:
@@ -233,7 +267,8 @@ def fold_lora(model):
 
 def train(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: FinetuneConfig, *, seed: int = 0,
           desc: str | None = "fine-tune", log: Path | None = None) -> TrainStats:
-    """Fine-tune `model` in place on (prompt, response) pairs; `log` gets one JSON line per step."""
+    """Fine-tune `model` in place on (prompt, response[, question_at]) pairs (`encode_examples`); `log` gets one
+    JSON line per step."""
     return train_processes(model, tokenizer, pairs, cfg, seed=seed, desc=desc, log=log)[1]
 
 
@@ -263,7 +298,9 @@ def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: Fin
     the model (wrapped by accelerate where it prepared it: imm.finetune_launch saves it) and global stats."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    examples = [encode_example(tokenizer, p, r, cfg.max_length) for p, r in pairs]
+    encoded = encode_examples(tokenizer, pairs, cfg.max_length)
+    require_examples(encoded, cfg.max_length)
+    examples = encoded.examples
     lengths = [len(ids) for ids, _ in examples]
     total = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
     model, opt, sched, device = _prepare(model, cfg, total, accelerator)
@@ -297,7 +334,8 @@ def train_processes(model, tokenizer, pairs: Sequence[tuple[str, str]], cfg: Fin
                         f"lower finetune.learning_rate or finetune.max_grad_norm")
     model.eval()
     seconds = time.perf_counter() - t0
-    return model, TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss, seconds)
+    return model, TrainStats(steps, len(examples), targets, 1 - real / max(1, padded), real / max(seconds, 1e-9), loss,
+                             seconds, encoded.prompt_truncated, encoded.dropped_too_long)
 
 
 def load_for_training(init, cfg: FinetuneConfig, *, seed: int, device: str = "auto"):
@@ -305,28 +343,33 @@ def load_for_training(init, cfg: FinetuneConfig, *, seed: int, device: str = "au
     from imm.models import load_model
 
     model, tokenizer = load_model(init, device=device, dtype="float32")
-    if cfg.method == "lora":
+    if cfg.method == FinetuneMethod.LORA:
         torch.manual_seed(seed)  # the adapter's A is random: drawn from the stage's seed, alike in every process
         model = add_lora(model, cfg)
     return model, tokenizer
 
 
-def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
-                        device: str = "auto", log_out: Path | None = None) -> str:
-    """F_t = fine-tune(init, D_t): train a float32 copy of `init` on `examples` (records with `prompt` and
-    `response`) and save it to `out`; the stats are written first, since the checkpoint marks the stage done."""
+def finetune_here(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
+                  device: str = "auto", log_out: Path | None = None, dtype: str = "float32") -> str:
+    """F_t = fine-tune(init, D_t) in this process: train a float32 copy of `init` on `examples`
+    (imm.verify.training_set.Example) and save it to `out` in `dtype` (θ0's own: imm.models.checkpoint_dtype);
+    the stats are written first, since the checkpoint marks the stage done. imm.finetune_launch.finetune_checkpoint
+    calls this, or the same loop as N processes."""
     from imm.models import load_model, save_model
     from imm.outputs import atomic_write_json
 
     if not examples:
-        save_model(*load_model(init, device=device, dtype="float32"), out)
+        save_model(*load_model(init, device=device, dtype=dtype), out)
         return "no verified sample: F_t is a copy of its init (warning recorded)"
-    if cfg.processes > 1 or cfg.accelerate_config:
-        from imm.finetune_launch import launch
-
-        return launch(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
     model, tokenizer = load_for_training(init, cfg, seed=seed, device=device)
-    stats = train(model, tokenizer, [(e.prompt, e.response) for e in examples], cfg, seed=seed, log=log_out)
+    stats = train(model, tokenizer, [(e.prompt, e.response, e.question_at) for e in examples], cfg, seed=seed, log=log_out)
     atomic_write_json(stats_out, stats)
-    save_model(fold_lora(model) if cfg.method == "lora" else model, tokenizer, out)
-    return f"{stats.examples} examples, {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s"
+    trained = fold_lora(model) if cfg.method == FinetuneMethod.LORA else model
+    save_model(trained.to(getattr(torch, dtype)), tokenizer, out)
+    return describe(stats)
+
+
+def describe(stats: TrainStats) -> str:
+    """The stage's log line: what was trained on, and what fitting finetune.max_length cost."""
+    return (f"{stats.examples} examples ({stats.prompt_truncated} prompts shortened, {stats.dropped_too_long} dropped "
+            f"as too long), {stats.steps} steps, loss {stats.final_loss:.3f}, {stats.tokens_per_s:,.0f} tok/s")

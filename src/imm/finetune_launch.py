@@ -1,8 +1,8 @@
 """Fine-tuning F_t as N processes through Hugging Face accelerate: DDP by default, FSDP or DeepSpeed ZeRO
 from accelerate's own config file (`finetune.accelerate_config`), passed through as it is.
 
-The loop's finetune stage (imm.finetune.finetune_checkpoint, with `finetune.processes` > 1 or a config file)
-writes a job folder beside F_t — the training pairs, the finetune config, the seed, the output paths — and
+The loop's finetune stage is `finetune_checkpoint` here: in this process (imm.finetune, the training loop), or,
+with `finetune.processes` > 1 or a config file, it writes a job folder beside F_t — the training pairs, the finetune config, the seed, the output paths — and
 starts
 
     python -m accelerate.commands.launch --num_processes N [--config_file FILE] -m imm.finetune_launch JOB
@@ -30,8 +30,9 @@ from typing import Sequence
 
 import yaml
 
+from imm.config import FinetuneConfig, FinetuneMethod, from_dict
 from imm.errors import UserError
-from imm.finetune import FinetuneConfig
+from imm.finetune import TrainStats, describe, finetune_here, fold_lora, load_for_training, train_processes
 
 JOB = "job.json"
 PAIRS = "pairs.jsonl"
@@ -86,7 +87,7 @@ def _check_file(cfg: FinetuneConfig, file: dict) -> None:
     if kind == "MULTI_CPU":
         raise UserError(f"{name} sets distributed_type: MULTI_CPU, which accelerate starts through mpirun; use "
                         f"MULTI_GPU: on a machine without GPUs it trains on CPUs over gloo")
-    if cfg.method == "lora" and kind not in FOLDING_TYPES:
+    if cfg.method == FinetuneMethod.LORA and kind not in FOLDING_TYPES:
         raise UserError(f"finetune.method=lora folds the adapter into whole weights, which {kind} shards across "
                         f"processes; use DDP (distributed_type: MULTI_GPU) for LoRA, or method=full with {kind}")
     clipping = (file.get("deepspeed_config") or {}).get("gradient_clipping")
@@ -121,16 +122,17 @@ def launch_command(job: Path, cfg: FinetuneConfig, machine_rank: int | None = No
 
 
 def write_job(job: Path, init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
-              device: str, log_out: Path | None) -> None:
+              device: str, log_out: Path | None, dtype: str = "float32") -> None:
     """The stage's inputs as files the processes read: job.json and the training pairs."""
     from imm.models import current_load_policy
     from imm.outputs import atomic_write_json, atomic_write_jsonl
 
     absolute = lambda p: str(Path(p).resolve()) if p is not None else None  # noqa: E731  other machines' view
     local_init = Path(init).exists()
-    atomic_write_jsonl(job / PAIRS, [{"prompt": e.prompt, "response": e.response} for e in examples])
+    atomic_write_jsonl(job / PAIRS, [{"prompt": e.prompt, "response": e.response, "question_at": e.question_at}
+                                         for e in examples])
     atomic_write_json(job / JOB, {"init": absolute(init) if local_init else str(init), "finetune": asdict(cfg),
-                                  "seed": seed, "device": device, "out": absolute(out),
+                                  "seed": seed, "device": device, "out": absolute(out), "dtype": dtype,
                                   "stats_out": absolute(stats_out), "log_out": absolute(log_out),
                                   "load_policy": asdict(current_load_policy())})
 
@@ -159,9 +161,19 @@ def check_gpus(cfg: FinetuneConfig, device: str) -> None:
                         f"has {gpus} GPU(s); set finetune.processes={gpus} (one per GPU) or model.device=cpu")
 
 
+def finetune_checkpoint(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int,
+                        device: str = "auto", log_out: Path | None = None, dtype: str = "float32") -> str:
+    """F_t = fine-tune(init, D_t), the loop's finetune stage, saved in `dtype` (imm.models.checkpoint_dtype): in
+    this process (imm.finetune), or as `cfg.processes` processes through accelerate where the block asks for
+    them; returns its one-line summary."""
+    if examples and (cfg.processes > 1 or cfg.accelerate_config):
+        return launch(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out, dtype=dtype)
+    return finetune_here(init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out, dtype=dtype)
+
+
 def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, seed: int, device: str = "auto",
-           log_out: Path | None = None) -> str:
-    """F_t trained by `cfg.processes` processes; returns the stage's one-line summary."""
+           log_out: Path | None = None, dtype: str = "float32") -> str:
+    """F_t trained by `cfg.processes` processes, saved in `dtype`; returns the stage's one-line summary."""
     from imm.outputs import remove_written, temporary_sibling
 
     check_launch(cfg)
@@ -169,7 +181,7 @@ def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, see
     out = Path(out)
     job = temporary_sibling(out.with_name(f"{out.name}-job"))  # on the run folder's (shared) filesystem
     try:
-        write_job(job, init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out)
+        write_job(job, init, examples, cfg, out, stats_out, seed=seed, device=device, log_out=log_out, dtype=dtype)
         code = subprocess.run(launch_command(job, cfg), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent).returncode
         errors = sorted(job.glob("error-*.txt"))
         if errors:
@@ -179,26 +191,27 @@ def launch(init, examples: Sequence, cfg: FinetuneConfig, out, stats_out, *, see
                             f"is above) and F_t was not written; fix what they name and run the same command again")
     finally:
         remove_written(job)
-    stats = json.loads(Path(stats_out).read_text())
-    return (f"{stats['examples']} examples, {stats['steps']} steps, loss {stats['final_loss']:.3f}, "
-            f"{stats['tokens_per_s']:,.0f} tok/s on {cfg.processes} processes")
+    return f"{describe(TrainStats(**json.loads(Path(stats_out).read_text())))} on {cfg.processes} processes"
 
 
 # --- the processes ---------------------------------------------------------------------------
 
-def save_full(accelerator, model, tokenizer, cfg: FinetuneConfig, out: Path) -> None:
-    """F_t in full Hugging Face format, written once by the main process (FSDP and ZeRO gather the whole
-    weights onto it first, which every process must join)."""
-    from imm.finetune import fold_lora
+def save_full(accelerator, model, tokenizer, cfg: FinetuneConfig, out: Path, dtype: str = "float32") -> None:
+    """F_t in full Hugging Face format and `dtype`, written once by the main process (FSDP and ZeRO gather the
+    whole weights onto it first, which every process must join)."""
+    import torch
+
     from imm.models import save_model
 
     state = accelerator.get_state_dict(model)  # every process: a collective under FSDP and ZeRO
     if accelerator.is_main_process:
+        saved = getattr(torch, dtype)
         plain = accelerator.unwrap_model(model)
-        if cfg.method == "lora":  # DDP only (check_launch): the adapter sits beside the whole weights
-            save_model(fold_lora(plain), tokenizer, out)
+        if cfg.method == FinetuneMethod.LORA:  # DDP only (check_launch): the adapter sits beside the whole weights
+            save_model(fold_lora(plain).to(saved), tokenizer, out)
         else:
-            save_model(plain, tokenizer, out, state_dict=state)
+            state = {k: v.to(saved) if v.is_floating_point() else v for k, v in state.items()}
+            save_model(plain, tokenizer, out, state_dict=state)  # the gathered weights, not the (sharded) module
     accelerator.wait_for_everyone()
 
 
@@ -207,8 +220,6 @@ def work(job_dir: Path) -> None:
     import torch
     from accelerate import Accelerator
 
-    from imm.config import from_dict
-    from imm.finetune import load_for_training, train_processes
     from imm.models import LoadPolicy, load_policy
     from imm.outputs import atomic_write_json
 
@@ -219,20 +230,18 @@ def work(job_dir: Path) -> None:
     with load_policy(LoadPolicy(**job["load_policy"])):  # on CPU: prepare() places it
         model, tokenizer = load_for_training(job["init"], cfg, seed=job["seed"], device="cpu")
     with open(job_dir / PAIRS, encoding="utf-8") as f:
-        pairs = [(row["prompt"], row["response"]) for row in map(json.loads, f)]
+        pairs = [(row["prompt"], row["response"], row["question_at"]) for row in map(json.loads, f)]
     log = Path(job["log_out"]) if job["log_out"] else None
     model, stats = train_processes(model, tokenizer, pairs, cfg, seed=job["seed"], log=log, accelerator=accelerator)
     if accelerator.is_main_process:  # the stats first: the checkpoint marks the stage done
         atomic_write_json(Path(job["stats_out"]), stats)
-    save_full(accelerator, model, tokenizer, cfg, Path(job["out"]))
+    save_full(accelerator, model, tokenizer, cfg, Path(job["out"]), job["dtype"])
     accelerator.end_training()
 
 
 def follow(run_dir: Path, machine_rank: int, accelerate_config: str, poll: float = 2.0) -> None:
     """On another machine of a multi-node run: join every training job the loop writes under `run_dir`
     (a shared filesystem), as process group member `machine_rank`, until the loop ends (Ctrl-C)."""
-    from imm.config import from_dict
-
     if not accelerate_config:
         raise UserError("--follow needs --config-file: the accelerate file of the machines, as the loop's node has it")
     if int(read_accelerate_config(accelerate_config).get("num_machines", 1)) < 2:

@@ -21,15 +21,24 @@
         analysis/                       layer tables (imm analyze)
 
 Every file is written atomically (imm.outputs). The loop, the summary, the analysis and the report
-ask a `RunLayout` for paths; nothing else spells one.
+ask a `RunLayout` for paths; nothing else spells one. `RunLayout.saved` is the one reader of a run's
+config.yaml, and the run-folder checks (`check_run_dir`, `check_resumable`, `prepare_run_dir`) live here.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
+
+from imm.arms import Stage
+from imm.config import RunConfig, experiment_settings, from_dict, plain, to_dict
+from imm.errors import UserError
+from imm.models import ResolvedModel
+from imm.outputs import atomic_write_text, is_temporary, remove_written
 
 GENERATOR, FINETUNED, MERGED = "generator", "finetuned", "merged"  # θ0 (iteration 0), F_t, θ_t
 TEACHER = "teacher"  # the distillation arms' teacher, evaluated at iteration 0 beside θ0
@@ -44,6 +53,19 @@ RUN_ENTRIES = (*TOP_LEVEL.values(), "iter_0", "arms")
 
 def _top_level(attribute: str) -> property:
     return property(lambda self: self.root / TOP_LEVEL[attribute], doc=f"<run>/{TOP_LEVEL[attribute]}")
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run folder's config.yaml: the settings the run was made with, and where it found each model."""
+
+    config: RunConfig
+    resolved: dict[str, dict] = field(default_factory=dict)  # model name -> {spec, folder, revision}
+
+    def model_folder(self, name: str = "base") -> str:
+        """Where the run found a model: a hub id's local copy, else the spec the config gives."""
+        found = (self.resolved.get(name) or {}).get("folder")
+        return str(found or getattr(self.config.model, name))
 
 
 @dataclass(frozen=True)
@@ -106,13 +128,13 @@ class RunLayout:
         """θ_t as written: merged/ where the arm merged, else finetuned/ (F_t)."""
         return self.merged(arm, t) if self.merged(arm, t).exists() else self.finetuned(arm, t)
 
-    def stage_files(self, stage: str, arm: str, t: int) -> tuple[Path, ...]:
+    def stage_files(self, stage: Stage, arm: str, t: int) -> tuple[Path, ...]:
         """What one stage writes, the output that marks it done last: what two arms share, they link."""
         files = {
-            "sample": (generation_record(self.samples(arm, t)), self.samples(arm, t)),
-            "verify": (self.dataset_stats(arm, t), self.dataset(arm, t)),
-            "finetune": (self.finetune_stats(arm, t), self.training_log(arm, t), self.finetuned(arm, t)),
-            "evaluate": (eval_samples(self.evaluation(arm, t, FINETUNED)), self.evaluation(arm, t, FINETUNED)),
+            Stage.SAMPLE: (generation_record(self.samples(arm, t)), self.samples(arm, t)),
+            Stage.VERIFY: (self.dataset_stats(arm, t), self.dataset(arm, t)),
+            Stage.FINETUNE: (self.finetune_stats(arm, t), self.training_log(arm, t), self.finetuned(arm, t)),
+            Stage.EVALUATE: (eval_samples(self.evaluation(arm, t, FINETUNED)), self.evaluation(arm, t, FINETUNED)),
         }
         return files[stage]
 
@@ -124,11 +146,75 @@ class RunLayout:
             found += [(arm.name, t) for t in steps if self.finetuned(arm.name, t).exists()]
         return found
 
+    def saved(self) -> SavedRun:
+        """The run's config.yaml parsed into a `RunConfig`, or one line saying why this is no run folder."""
+        hint = "pass a run folder written by `imm run`"
+        if not self.config.is_file():
+            raise UserError(f"{self.root} holds no config.yaml; {hint}")
+        try:
+            raw = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise UserError(f"{self.config} is not valid YAML; {hint}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{self.config} is not a run config; {hint}")
+        resolved = raw.pop("resolved", None) or {}  # where the models were found: a record, not a setting
+        return SavedRun(from_dict(RunConfig, raw), resolved if isinstance(resolved, dict) else {})
+
     def foreign_entries(self) -> list[str]:
         """Top-level names that no run writes (temporaries of a killed run excluded)."""
-        from imm.outputs import is_temporary
-
         return sorted(p.name for p in self.root.iterdir() if p.name not in RUN_ENTRIES and not is_temporary(p))
+
+
+def check_run_dir(layout: RunLayout, restart: bool) -> None:
+    """A run writes only into a new folder or one that holds an imm run; --restart deletes only such a run."""
+    run_dir = layout.root
+    if run_dir.is_symlink() and restart:
+        raise UserError(f"{run_dir} is a symbolic link; --restart deletes only a run folder itself: remove the link yourself")
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run folder; choose another name=... or out_dir=...")
+    if any(p != layout.lock for p in run_dir.iterdir()) and not layout.config.is_file():
+        raise UserError(f"{run_dir} exists and holds no imm run (no config.yaml); imm writes runs only into new "
+                        f"folders: choose another name=... or out_dir=...")
+    if restart and (foreign := layout.foreign_entries()):
+        raise UserError(f"{run_dir} holds entries no run writes ({', '.join(foreign[:3])}); --restart deletes only "
+                        f"a run folder: move them away first")
+
+
+def check_resumable(cfg: RunConfig, layout: RunLayout) -> None:
+    """Resume only the same experiment: run options (device, dtype, threads, batch sizes) may change."""
+    try:
+        saved = layout.saved().config
+    except UserError:  # unreadable: every setting counts as changed
+        saved = None
+    old, new = (experiment_settings(saved) if saved else {}), experiment_settings(cfg)
+    changed = sorted(k for k in new if old.get(k, object()) != new[k])
+    if changed:
+        shown = ", ".join(f"{k} ({plain(old.get(k, '?'))} -> {plain(new[k])})" for k in changed[:3])
+        raise UserError(f"{cfg.run_dir} holds a run with other settings: {shown}; resume it with the same settings, "
+                        f"pass --restart to start over, or choose another name=...")
+
+
+def prepare_run_dir(cfg: RunConfig, layout: RunLayout, restart: bool,
+                    resolved: dict[str, ResolvedModel] | None = None) -> None:
+    """`check_run_dir`, then `write_run_config`."""
+    check_run_dir(layout, restart)
+    write_run_config(cfg, layout, restart, resolved)
+
+
+def write_run_config(cfg: RunConfig, layout: RunLayout, restart: bool,
+                     resolved: dict[str, ResolvedModel] | None = None) -> None:
+    """Write the resolved config (and where each model was found) before any work; refuse to resume a
+    folder made for another experiment. `check_run_dir` has passed (the loop runs it before it locks the folder)."""
+    if restart and layout.root.exists():
+        remove_written(layout.root, run_entries=RUN_ENTRIES)
+    if layout.config.exists():
+        check_resumable(cfg, layout)
+    record = {name: {"spec": m.spec, "folder": str(m.folder), "revision": m.revision} for name, m in (resolved or {}).items()}
+    atomic_write_text(layout.config, yaml.safe_dump({**to_dict(cfg), "resolved": record}, sort_keys=False))
+    for leftover in [p for p in layout.root.rglob(".*") if is_temporary(p)]:
+        remove_written(leftover)  # from a killed run
 
 
 def generation_record(samples: Path) -> Path:

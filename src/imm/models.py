@@ -10,12 +10,14 @@ unpickled) and a checkpoint's own Python code never runs, unless the `LoadPolicy
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from imm.config import CheckpointDtype
 from imm.errors import UserError
 from imm.outputs import output_dir
 
@@ -103,6 +105,26 @@ def pick_dtype(dtype: str, device: str):
     return names[dtype]
 
 
+_SAVED_AS = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}  # θ0's stored dtype -> the name written
+
+
+def checkpoint_dtype(setting: str, base: str | Path) -> str:
+    """The dtype F_t and θ_t are written in (model.checkpoint_dtype, imm.config.CheckpointDtype): `setting`
+    itself, or for "base" the dtype holding most of θ0's floating weights (float32 where that is none of
+    float32, bfloat16 and float16)."""
+    from imm.tensor_files import tensor_table
+
+    if setting not in set(CheckpointDtype):
+        raise UserError(f"model.checkpoint_dtype must be one of {', '.join(CheckpointDtype)}, got {setting!r}")
+    if setting != CheckpointDtype.BASE:
+        return str(setting)
+    sizes: dict[str, int] = {}
+    for entry in tensor_table(Path(resolve_model_path(base))).values():
+        sizes[entry.dtype] = sizes.get(entry.dtype, 0) + math.prod(entry.shape)
+    floating = {name: n for name, n in sizes.items() if name in _SAVED_AS}
+    return _SAVED_AS[max(floating, key=floating.get)] if floating else "float32"
+
+
 @dataclass(frozen=True)
 class LoadPolicy:
     """What loading a checkpoint may do beyond reading safetensors: both off unless a user asks."""
@@ -150,6 +172,17 @@ def check_weight_files(folder: Path, allow_pickle: bool = False) -> None:
         raise UserError(f"{folder} holds its weights only as pickle files ({', '.join(pickles[:2])}), which can run "
                         f"code when loaded; convert them to safetensors where you trust them, or allow it with "
                         f"--allow-pickle (imm eval) or model.allow_pickle=true (imm run)")
+
+
+def load_tokenizer(path: str | Path):
+    """The checkpoint's tokenizer alone (prompts, chat template), under the load policy in force."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(path), trust_remote_code=_POLICY.get().trust_remote_code)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load the tokenizer of {path}: {first}; check the path or hub id") from None
 
 
 def load_model(path: str | Path, *, device: str = "auto", dtype: str = "auto"):

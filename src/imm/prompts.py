@@ -9,7 +9,7 @@ every sample keeps the prompt it was written for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence, Union
 
 from imm.errors import UserError
@@ -75,14 +75,48 @@ class Prompter:
                 turns.append({"role": "assistant", "content": demo.solution})
         return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
+    def question_at(self, problem: Problem, prompt: str) -> int:
+        """Where the asked question's own part of `prompt` (this prompter's prompt of `problem`) begins: what
+        comes before it (worked examples, and a chat template's header) a training example may lose from the
+        left; from there on it is kept whole. 0 for a zero-shot prompt: all of it is the question's."""
+        if not self.shots_for(problem):
+            return 0
+        alone = replace(self, config=replace(self.config, shots=0), pool=())(problem)
+        common = 0
+        while common < min(len(prompt), len(alone)) and prompt[-1 - common] == alone[-1 - common]:
+            common += 1
+        return len(prompt) - common
 
-def prompter(task: Task, p: PromptConfig, tokenizer=None, asked: Sequence[Problem] = ()) -> Prompter:
-    """A prompter whose worked examples come from the task's train split and never repeat an asked question."""
+    def response(self, completion: str) -> str:
+        """A completion as a training response: a plain prompt ends with the cue and the model continues after
+        one space; a chat prompt ends with the assistant's header, after which the model writes no space."""
+        return completion.strip() if self.chat else " " + completion.strip()
+
+
+def worked_examples_from(task: Task, fallback: Task) -> Task:
+    """The task whose train split shows `task`'s worked examples: its own, unless it has none or it is the very
+    set `task` is evaluated on (a data set that comes as one file, e.g. SVAMP's); then `fallback`'s (the run's
+    train task, whose answers end the same way)."""
+    evaluated = task.source("test")
+    if task.source("train") not in (None, evaluated):
+        return task
+    if fallback.source("train") not in (None, evaluated):
+        return fallback
+    raise UserError(f"task {task.name} has no train split apart from the set it is evaluated on ({evaluated}), so "
+                    f"prompt.shots has no worked examples to show for it; give its train split as a file of its own "
+                    f"or set prompt.shots=0")
+
+
+def prompter(task: Task, p: PromptConfig, tokenizer=None, asked: Sequence[Problem] = (),
+             fallback: Task | None = None) -> Prompter:
+    """A prompter whose worked examples come from the task's train split and never repeat an asked question.
+    With `fallback` (evaluation), never from the set that is evaluated either (`worked_examples_from`)."""
     if not p.shots:
         return Prompter(task, p, tokenizer)
     asked_questions = {a.question for a in asked}
-    pool = [s for s in task.problems("train") if s.solution and s.question not in asked_questions]
+    shown = worked_examples_from(task, fallback) if fallback is not None else task
+    pool = [s for s in shown.problems("train") if s.solution and s.question not in asked_questions]
     if len(pool) < p.shots:
-        raise UserError(f"task {task.name} has {len(pool)} worked examples outside the asked questions, fewer than "
+        raise UserError(f"task {shown.name} has {len(pool)} worked examples outside the asked questions, fewer than "
                         f"prompt.shots={p.shots}; lower prompt.shots or give a train split with solutions")
     return Prompter(task, p, tokenizer, tuple(pool[:p.shots + 1]))  # one spare: a question never demonstrates itself

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from imm.config import DataConfig, ModelConfig, SampleConfig
-    from imm.prompts import PromptConfig
+from imm.config import DataConfig, ModelConfig, SampleConfig
+from imm.errors import UserError
+from imm.prompts import PromptConfig
 
 
 @dataclass(frozen=True)
@@ -32,11 +31,23 @@ class Sample:
     mean_entropy: float
 
 
-def sample_questions(model_path: Path, data: "DataConfig", prompt: "PromptConfig", s: "SampleConfig",
-                     m: "ModelConfig", seed: int, out: Path) -> str:
+def check_sampling(s: SampleConfig) -> None:
+    """K, the temperature and top-p, before any model is loaded."""
+    if s.k <= 0:
+        raise UserError(f"sampling.k must be positive, got {s.k}")
+    if s.temperature < 0:
+        raise UserError(f"sampling.temperature must be >= 0, got {s.temperature}")
+    if s.temperature == 0 and s.k != 1:
+        raise UserError(f"sampling.temperature=0 is greedy: its {s.k} samples per question would be identical; "
+                        f"set sampling.k=1 (the paper's greedy sampling) or a temperature above 0")
+    if not 0 < s.top_p <= 1:
+        raise UserError(f"sampling.top_p must be in (0, 1], got {s.top_p}")
+
+
+def sample_questions(model_path: Path, data: DataConfig, prompt: PromptConfig, s: SampleConfig,
+                     m: ModelConfig, seed: int, out: Path) -> str:
     """S_t: K completions of every training question by the model at `model_path`, judged, written to `out`."""
     from imm.engines import open_engine
-    from imm.errors import UserError
     from imm.layout import generation_record
     from imm.outputs import atomic_write_json, atomic_write_jsonl
     from imm.prompts import prompter

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imm.analysis.importance import KINDS, check_kinds
+from imm.analysis.importance import MEASURES, check_kinds
 from imm.config import AnalysisConfig, EvalConfig, ModelConfig, add_config_flag
 from imm.errors import UserError
-from imm.prompts import PromptConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config_flag(parser, "--probe", AnalysisConfig, "probe_task", "task whose verified solutions probe importance",
                     default=None)
     add_config_flag(parser, "--probe-size", AnalysisConfig, "probe_size", "probe problems", default=None)
-    parser.add_argument("--importance", help=f"comma-separated kinds: {', '.join(KINDS)} (default "
+    parser.add_argument("--importance", help=f"comma-separated kinds: {', '.join(MEASURES)} (default "
                         f"{','.join(AnalysisConfig.importance)}); 'none' for update tables only")
     add_config_flag(parser, "--max-new-tokens", EvalConfig, "max_new_tokens", "greedy tokens per probe answer",
                     default=None)
@@ -81,7 +80,7 @@ def _run_mode(args: argparse.Namespace, given: dict) -> int:
     from imm.analysis.tables import SUPERFICIALITY_JSON, format_figures
     from imm.layout import RunLayout
 
-    s = {**DEFAULTS, **run_settings(args.run_dir), **given}
+    s = {**run_settings(args.run_dir), **given}
     check_kinds(s["importance"])
     todo = [(arm, t) for arm, t in run_iterations(args.run_dir) if args.arm in (None, arm)]
     if not todo:
@@ -89,7 +88,7 @@ def _run_mode(args: argparse.Namespace, given: dict) -> int:
     for arm, t in todo:
         analyze_iteration(args.run_dir, arm, t, base=s["base"], probe_task=s["probe_task"], probe_size=s["probe_size"],
                           importance=s["importance"], max_new_tokens=s["max_new_tokens"], device=s["device"],
-                          prompt=s.get("prompt", PromptConfig()))
+                          prompt=s["prompt"], max_length=s["max_length"])
         saved = json.loads((RunLayout(args.run_dir).analysis(arm, t) / SUPERFICIALITY_JSON).read_text())
         found = [Superficiality(**{**f, "critical": tuple(f["critical"])}) for f in saved["figures"]]
         print(format_figures(found, label=f"{arm:<14} iter {t}  ") or f"{arm} iter {t}: layers.csv only")

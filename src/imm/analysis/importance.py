@@ -10,27 +10,30 @@
 
 The probe is the last `size` training problems of a task that carry a gold solution: never a scored (test)
 problem, and never one the loop samples (it samples the first `data.train_questions` training problems;
-`check_probe_unsampled` refuses a run whose two would meet). The prompt is the run's (imm.prompts, as
-sampling and evaluation build it) and the response `" " + problem.solution`, as fine-tuning writes them.
+`check_probe_unsampled` refuses a run whose two would meet). The prompt is the run's
+(imm.prompts, as sampling and evaluation build it) and the response the gold solution, each fitted to the
+run's finetune.max_length as fine-tuning fits its examples (imm.finetune.encode_examples: the response
+whole, the prompt shortened from the left but never losing its question).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
+from imm.config import EvalConfig, FinetuneConfig, ImportanceKind
+from imm.engines.hf import generate
 from imm.errors import UserError
+from imm.finetune import collate, encode_examples, require_examples, sum_loss
 from imm.prompts import PromptConfig, prompter
 from imm.tasks.base import Problem, Task
 from imm.tasks.registry import get_task
 from imm.tensor_files import BLOCK_CONTAINERS
 
-KINDS = ("ablation", "gradient", "influence")
 PROBE_SPLIT = "train"  # scored problems are test problems: the probe must not see them
-MAX_LENGTH = 512  # [paper code] fine-tuning's max length, so the gradient is of the loss it trains
 
 
 @dataclass(frozen=True)
@@ -38,19 +41,21 @@ class Probe:
     task: Task
     problems: tuple[Problem, ...]
     prompt: PromptConfig = PromptConfig()  # asked as sampling and evaluation ask (imm.prompts)
+    max_length: int = FinetuneConfig.max_length  # the run's finetune.max_length: the loss fine-tuning trains
 
 
 @dataclass(frozen=True)
 class Importance:
     """Importance of every decoder block of one checkpoint; `values` maps block index -> importance."""
 
-    kind: str  # ablation | gradient | influence
+    kind: ImportanceKind
     values: dict[int, float]
     accuracy: float | None = None  # ablation only: the probe accuracy with no block skipped
     skipped_accuracy: dict[int, float] | None = None  # ablation only: accuracy with block l skipped
 
 
-def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig()) -> Probe:
+def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig(),
+              max_length: int = FinetuneConfig.max_length) -> Probe:
     """The last `size` training problems of `task_name` that have a gold solution; UserError if none do, or
     if any of them is also a test problem (a task whose two splits come from one file)."""
     if size < 1:
@@ -63,7 +68,7 @@ def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig()) 
     if any(p.question in scored for p in problems):
         raise UserError(f"task {task_name!r}: its training problems include test problems, so the probe would see "
                         f"scored problems; give the task separate train and test files, or pick another --probe task")
-    return Probe(task, problems, prompt)
+    return Probe(task, problems, prompt, max_length)
 
 
 def check_probe_unsampled(probe_task: str, probe_size: int, train_task: str, train_questions: int) -> None:
@@ -76,6 +81,16 @@ def check_probe_unsampled(probe_task: str, probe_size: int, train_task: str, tra
         raise UserError(f"data.train_questions={train_questions} and analysis.probe_size={probe_size} together exceed "
                         f"the {held} training problems of {train_task!r}, so the probe would see sampled problems; "
                         f"lower one of them to at most {held} in total")
+
+
+def probe_examples(tokenizer, probe: Probe) -> list[tuple[list[int], list[int]]]:
+    """The probe's (input_ids, labels) as fine-tuning encodes its examples; a UserError where none fits."""
+    ask = prompter(probe.task, probe.prompt, tokenizer)
+    prompts = [ask(p) for p in probe.problems]
+    pairs = [(text, ask.response(p.solution), ask.question_at(p, text)) for p, text in zip(probe.problems, prompts)]
+    encoded = encode_examples(tokenizer, pairs, probe.max_length)
+    require_examples(encoded, probe.max_length, what=f"probe examples of {probe.task.name}")
+    return encoded.examples
 
 
 def decoder_blocks(model) -> torch.nn.ModuleList:
@@ -111,8 +126,6 @@ def skipped_block(model, layer: int) -> Iterator[None]:
 
 def probe_accuracy(model, tokenizer, probe: Probe, *, max_new_tokens: int, batch_size: int) -> float:
     """Greedy zero-shot accuracy on the probe, judged by the task's one definition of correct."""
-    from imm.engines.hf import generate
-
     ask = prompter(probe.task, probe.prompt, tokenizer)
     outputs = generate(model, tokenizer, [ask(p) for p in probe.problems], k=1, temperature=0.0,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, stop=ask.stop)
@@ -120,7 +133,8 @@ def probe_accuracy(model, tokenizer, probe: Probe, *, max_new_tokens: int, batch
     return sum(correct) / len(correct)
 
 
-def ablation_importance(model, tokenizer, probe: Probe, *, max_new_tokens: int = 256, batch_size: int = 64) -> Importance:
+def ablation_importance(model, tokenizer, probe: Probe, *, max_new_tokens: int = EvalConfig.max_new_tokens,
+                        batch_size: int = EvalConfig.batch_size) -> Importance:
     """Accuracy drop on the probe when each block in turn is skipped (identity on the residual stream)."""
     full = probe_accuracy(model, tokenizer, probe, max_new_tokens=max_new_tokens, batch_size=batch_size)
     skipped = {}
@@ -128,15 +142,12 @@ def ablation_importance(model, tokenizer, probe: Probe, *, max_new_tokens: int =
         with skipped_block(model, layer):
             skipped[layer] = probe_accuracy(model, tokenizer, probe, max_new_tokens=max_new_tokens, batch_size=batch_size)
     drops = {layer: full - acc for layer, acc in skipped.items()}
-    return Importance("ablation", drops, accuracy=full, skipped_accuracy=skipped)
+    return Importance(ImportanceKind.ABLATION, drops, accuracy=full, skipped_accuracy=skipped)
 
 
-def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = MAX_LENGTH) -> Importance:
+def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16) -> Importance:
     """‖∇_{θ_l} L‖₂ per block, L the mean response-token cross-entropy over the whole probe."""
-    from imm.finetune import collate, encode_example, sum_loss
-
-    ask = prompter(probe.task, probe.prompt, tokenizer)
-    examples = [encode_example(tokenizer, ask(p), " " + p.solution, max_length) for p in probe.problems]
+    examples = probe_examples(tokenizer, probe)
     blocks = decoder_blocks(model)
     with _grads_only_for(model, blocks):
         tokens = 0
@@ -146,7 +157,7 @@ def gradient_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16,
             loss.backward()  # summed loss: accumulated gradients are of the total, divided once below
             tokens += count
         norms = {layer: _grad_norm(block) / max(tokens, 1) for layer, block in enumerate(blocks)}
-    return Importance("gradient", norms)
+    return Importance(ImportanceKind.GRADIENT, norms)
 
 
 def cosine_sum(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor) -> float:
@@ -156,12 +167,9 @@ def cosine_sum(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor) -> f
     return float(cos.double()[mask.bool()].sum())
 
 
-def influence_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16, max_length: int = MAX_LENGTH) -> Importance:
+def influence_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16) -> Importance:
     """1 − (mean cosine between each block's input and output rows over the probe's real tokens), per block."""
-    from imm.finetune import collate, encode_example
-
-    ask = prompter(probe.task, probe.prompt, tokenizer)
-    examples = [encode_example(tokenizer, ask(p), " " + p.solution, max_length) for p in probe.problems]
+    examples = probe_examples(tokenizer, probe)
     blocks = decoder_blocks(model)
     sums, tokens, mask = [0.0] * len(blocks), 0, None
 
@@ -185,7 +193,7 @@ def influence_importance(model, tokenizer, probe: Probe, *, batch_size: int = 16
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return Importance("influence", {layer: 1 - total / max(tokens, 1) for layer, total in enumerate(sums)})
+    return Importance(ImportanceKind.INFLUENCE, {layer: 1 - total / max(tokens, 1) for layer, total in enumerate(sums)})
 
 
 def _grad_norm(module: torch.nn.Module) -> float:
@@ -211,22 +219,47 @@ def _grads_only_for(model, blocks: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+@dataclass(frozen=True)
+class Measure:
+    """One importance measure: how it is computed on a loaded model, and how its numbers are shown."""
+
+    measure: Callable[..., Importance]  # (model, tokenizer, probe, max_new_tokens, batch_size) -> Importance
+    column: str  # its column of importance.csv
+    axis: str  # what its numbers are, for a figure's axis
+    generates: bool  # it generates text (greedy answers), so max_new_tokens shapes its numbers
+    in_points: bool = False  # a share of the probe's accuracy: shown ×100, in points
+
+
+# A new measure is one function above, one row here and its name in imm.config.ImportanceKind.
+MEASURES: dict[ImportanceKind, Measure] = {
+    ImportanceKind.ABLATION: Measure(lambda m, tok, probe, new, batch: ablation_importance(
+        m, tok, probe, max_new_tokens=new, batch_size=batch), "ablation_drop", "accuracy drop when skipped",
+        generates=True, in_points=True),
+    ImportanceKind.GRADIENT: Measure(lambda m, tok, probe, new, batch: gradient_importance(
+        m, tok, probe, batch_size=max(1, batch // 4)), "gradient_l2", "gradient norm ‖∇L‖", generates=False),
+    ImportanceKind.INFLUENCE: Measure(lambda m, tok, probe, new, batch: influence_importance(
+        m, tok, probe, batch_size=max(1, batch // 4)), ImportanceKind.INFLUENCE.value, "block influence 1 − cos",
+        generates=False),  # its column is its name
+}
+
+
+def axis_label(kind: str, points: str = "{}") -> str:
+    """A measure's axis label; `points` formats it where its numbers are a share of accuracy, e.g. "{} (pts)"."""
+    row = MEASURES.get(kind)
+    if row is None:
+        return str(kind)
+    return points.format(row.axis) if row.in_points else row.axis
+
+
 def check_kinds(kinds: Sequence[str]) -> None:
-    unknown = sorted(set(kinds) - set(KINDS))
+    unknown = sorted(set(kinds) - set(MEASURES))
     if unknown:
-        raise UserError(f"unknown importance kind(s) {unknown}; choose from {', '.join(KINDS)}")
+        raise UserError(f"unknown importance kind(s) {unknown}; choose from {', '.join(MEASURES)}")
 
 
-def measure(model, tokenizer, probe: Probe, kinds: Sequence[str], *, max_new_tokens: int = 256,
-            batch_size: int = 64) -> dict[str, Importance]:
-    """Every importance kind asked for, on one loaded model."""
+def measure(model, tokenizer, probe: Probe, kinds: Sequence[str], *, max_new_tokens: int = EvalConfig.max_new_tokens,
+            batch_size: int = EvalConfig.batch_size) -> dict[str, Importance]:
+    """Every importance kind asked for, on one loaded model, in the table's order."""
     check_kinds(kinds)
-    result = {}
-    if "ablation" in kinds:
-        result["ablation"] = ablation_importance(model, tokenizer, probe, max_new_tokens=max_new_tokens,
-                                                 batch_size=batch_size)
-    if "gradient" in kinds:
-        result["gradient"] = gradient_importance(model, tokenizer, probe, batch_size=max(1, batch_size // 4))
-    if "influence" in kinds:
-        result["influence"] = influence_importance(model, tokenizer, probe, batch_size=max(1, batch_size // 4))
-    return result
+    return {kind: row.measure(model, tokenizer, probe, max_new_tokens, batch_size)
+            for kind, row in MEASURES.items() if kind in kinds}

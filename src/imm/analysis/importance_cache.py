@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from imm.analysis.importance import Importance, check_kinds, measure, probe_set
+from imm.analysis.importance import MEASURES, Importance, check_kinds, measure, probe_set
+from imm.config import AnalysisConfig, EvalConfig, FinetuneConfig, ModelConfig
 from imm.prompts import PromptConfig
 from imm.outputs import atomic_write_json
 
@@ -51,12 +52,13 @@ def cached_importance(
     kinds: Sequence[str],
     cache_dir: Path,
     *,
-    probe_task: str = "arith",
-    probe_size: int = 64,
-    max_new_tokens: int = 256,
-    batch_size: int = 64,
-    device: str = "auto",
+    probe_task: str = AnalysisConfig.probe_task,
+    probe_size: int = AnalysisConfig.probe_size,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
+    batch_size: int = EvalConfig.batch_size,
+    device: str = ModelConfig.device,
     prompt: PromptConfig = PromptConfig(),
+    max_length: int = FinetuneConfig.max_length,
 ) -> dict[str, Importance]:
     """Importance of checkpoint `folder` for every kind in `kinds`, measuring (and loading) only what is missing."""
     check_kinds(kinds)
@@ -64,14 +66,17 @@ def cached_importance(
                 "probe_split": "train, last problems"}  # caches of the earlier test-split probe are not reused
     if prompt != PromptConfig():
         settings["prompt"] = asdict(prompt)  # the default prompt keeps the keys of caches written before prompts
-    # The gradient and the influence generate nothing, so their cache entries do not depend on max_new_tokens.
-    per_kind = {kind: settings if kind == "ablation" else {**settings, "max_new_tokens": None} for kind in kinds}
+    # The gradient and the influence generate nothing, so their cache entries do not depend on max_new_tokens;
+    # they read finetune.max_length tokens of each example (a key only where it is not the default, as above).
+    fitted = {"max_length": max_length} if max_length != FinetuneConfig.max_length else {}
+    per_kind = {kind: settings if MEASURES[kind].generates else {**settings, "max_new_tokens": None, **fitted}
+                for kind in kinds}
     files = {kind: cache_file(cache_dir, folder, kind, per_kind[kind]) for kind in kinds}
     missing = [kind for kind, path in files.items() if not path.exists()]
     if missing:
         from imm.models import load_model
 
-        probe = probe_set(probe_task, probe_size, prompt)  # validated before the model is loaded
+        probe = probe_set(probe_task, probe_size, prompt, max_length)  # validated before the model is loaded
         model, tokenizer = load_model(folder, device=device)
         measured = measure(model, tokenizer, probe, missing, max_new_tokens=max_new_tokens, batch_size=batch_size)
         for kind, importance in measured.items():

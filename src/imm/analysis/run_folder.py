@@ -17,7 +17,7 @@ from imm.analysis.importance_cache import cached_importance
 from imm.analysis.superficiality import Superficiality
 from imm.analysis.tables import OUTPUTS, write_tables
 from imm.analysis.updates import layer_rows, stream_stats
-from imm.config import from_dict
+from imm.config import AnalysisConfig, EvalConfig, FinetuneConfig, ImportanceKind, ModelConfig
 from imm.errors import UserError
 from imm.prompts import PromptConfig
 from imm.layout import FINETUNED, MERGED, RunLayout
@@ -63,14 +63,16 @@ def analyze_iteration(
     iteration: int,
     *,
     base: Path,
-    probe_task: str = "arith",
-    probe_size: int = 64,
-    importance: tuple[str, ...] = ("ablation", "gradient"),
-    max_new_tokens: int = 256,
-    device: str = "auto",
+    probe_task: str = AnalysisConfig.probe_task,
+    probe_size: int = AnalysisConfig.probe_size,
+    importance: tuple[ImportanceKind, ...] = AnalysisConfig.importance,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
+    device: str = ModelConfig.device,
     prompt: PromptConfig = PromptConfig(),
+    max_length: int = FinetuneConfig.max_length,
 ) -> None:
-    """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present."""
+    """Write arms/<arm>/iter_<t>/analysis/ {layers.csv, importance.csv, superficiality.json}; skip if present.
+    `max_length`: the run's finetune.max_length, which the gradient and influence probes fit their examples to."""
     layout = RunLayout(Path(run_dir))
     out = layout.analysis(arm, iteration)
     if all((out / name).exists() for name in OUTPUTS):
@@ -84,7 +86,8 @@ def analyze_iteration(
     if MERGED in checkpoints:
         rows += layer_rows(names, groups, MERGED, previous=previous, finetuned=FINETUNED)
     imp = cached_importance(base, importance, layout.importance_cache, probe_task=probe_task, probe_size=probe_size,
-                            max_new_tokens=max_new_tokens, device=device, prompt=prompt) if importance else {}
+                            max_new_tokens=max_new_tokens, device=device, prompt=prompt,
+                            max_length=max_length) if importance else {}
     context = {"arm": arm, "iteration": iteration, "base": str(base), "probe_task": probe_task,
                "probe_size": probe_size, "checkpoints": {k: str(v) for k, v in checkpoints.items()}}
     with output_dir(out, ANALYSIS, overwrite=True) as tmp:  # inside a run folder imm owns every path
@@ -99,26 +102,15 @@ def run_iterations(run_dir: Path) -> list[tuple[str, int]]:
 
 
 def run_settings(run_dir: Path) -> dict:
-    """base, probe_task, probe_size, importance, max_new_tokens and device from the run's resolved config.yaml."""
-    import yaml
-
-    config_path = RunLayout(Path(run_dir)).config
-    if not config_path.exists():
-        raise UserError(f"{config_path} does not exist; pass a run folder written by `imm run`")
-    config = yaml.safe_load(config_path.read_text()) or {}
-    model, analysis = config.get("model") or {}, config.get("analysis") or {}
-    if not model.get("base"):
-        raise UserError(f"{config_path} has no model.base; pass --base explicitly")
-    base = ((config.get("resolved") or {}).get("base") or {}).get("folder") or model["base"]  # a hub id's local copy
-    settings = {"base": str(base), "device": model.get("device", "auto")}
-    if config.get("prompt"):
-        settings["prompt"] = from_dict(PromptConfig, config["prompt"], "prompt.")  # the run's prompts probe it
-    for key in ("probe_task", "probe_size", "importance"):
-        if key in analysis:
-            settings[key] = tuple(analysis[key]) if key == "importance" else analysis[key]
-    if "max_new_tokens" in (config.get("eval") or {}):
-        settings["max_new_tokens"] = config["eval"]["max_new_tokens"]  # the loop's analysis generates this long
-    return settings
+    """base, prompt, probe_task, probe_size, importance, max_new_tokens, max_length and device, as the run's
+    config.yaml (read by its layout) sets them: what `imm analyze RUN_DIR` uses where its command line is silent."""
+    saved = RunLayout(Path(run_dir)).saved()
+    cfg = saved.config
+    return {"base": saved.model_folder("base"), "device": cfg.model.device, "prompt": cfg.prompt,  # a hub id's local copy
+            "probe_task": cfg.analysis.probe_task, "probe_size": cfg.analysis.probe_size,
+            "importance": cfg.analysis.importance,
+            "max_new_tokens": cfg.eval.max_new_tokens,  # the loop's analysis generates this long
+            "max_length": cfg.finetune.max_length}  # the loop's probe fits its examples to it
 
 
 def analyze_pair(
@@ -126,11 +118,11 @@ def analyze_pair(
     model: Path,
     out: Path,
     *,
-    probe_task: str = "arith",
-    probe_size: int = 64,
-    importance: Sequence[str] = ("ablation", "gradient"),
-    max_new_tokens: int = 256,
-    device: str = "auto",
+    probe_task: str = AnalysisConfig.probe_task,
+    probe_size: int = AnalysisConfig.probe_size,
+    importance: Sequence[ImportanceKind] = AnalysisConfig.importance,
+    max_new_tokens: int = EvalConfig.max_new_tokens,
+    device: str = ModelConfig.device,
     overwrite: bool = False,
 ) -> list[Superficiality]:
     """The three outputs for any two compatible checkpoints, written as one new folder `out`;

@@ -3,7 +3,8 @@
     layers.csv          model,layer,module,n_params,delta_l2,base_l2,relative,step_l2,cos_prev,pullback
                         one row per (checkpoint, layer, module); module "all" is the whole block; with
                         tied embeddings the head matrix is the embedding, so `head` holds only the final norm
-    importance.csv      model,layer,ablation_drop,skipped_accuracy,gradient_l2,influence   (importance of θ0)
+    importance.csv      model,layer,ablation_drop,gradient_l2,influence,skipped_accuracy   (importance of θ0:
+                        a column per measure of imm.analysis.importance.MEASURES)
     superficiality.json the figures of superficiality.py per checkpoint and importance kind, plus context
 """
 
@@ -15,14 +16,16 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Sequence
 
-from imm.analysis.importance import Importance
+from imm.analysis.importance import MEASURES, Importance
 from imm.analysis.superficiality import Superficiality, superficiality
 from imm.analysis.updates import ALL, LayerRow
+from imm.config import ImportanceKind
 from imm.outputs import atomic_write_json, atomic_write_text
 
 LAYERS_CSV, IMPORTANCE_CSV, SUPERFICIALITY_JSON = "layers.csv", "importance.csv", "superficiality.json"
 OUTPUTS = (LAYERS_CSV, IMPORTANCE_CSV, SUPERFICIALITY_JSON)
-IMPORTANCE_COLUMNS = ("model", "layer", "ablation_drop", "skipped_accuracy", "gradient_l2", "influence")
+SKIPPED_ACCURACY = "skipped_accuracy"  # beside the ablation drop: the probe accuracy with the block skipped
+IMPORTANCE_COLUMNS = ("model", "layer", *(m.column for m in MEASURES.values()), SKIPPED_ACCURACY)
 
 
 def _csv_text(columns: Sequence[str], rows: list[dict]) -> str:
@@ -40,15 +43,13 @@ def layers_csv(rows: list[LayerRow]) -> str:
 
 def importance_csv(importance: dict[str, Importance], model: str = "base") -> str:
     layers = sorted({layer for imp in importance.values() for layer in imp.values})
-    ablation, gradient, influence = importance.get("ablation"), importance.get("gradient"), importance.get("influence")
+    ablation = importance.get(ImportanceKind.ABLATION)
     rows = [
         {
             "model": model,
             "layer": layer,
-            "ablation_drop": ablation.values[layer] if ablation else None,
-            "skipped_accuracy": ablation.skipped_accuracy[layer] if ablation else None,
-            "gradient_l2": gradient.values[layer] if gradient else None,
-            "influence": influence.values[layer] if influence else None,
+            **{row.column: importance[kind].values[layer] if kind in importance else None for kind, row in MEASURES.items()},
+            SKIPPED_ACCURACY: ablation.skipped_accuracy[layer] if ablation else None,
         }
         for layer in layers
     ]
@@ -72,7 +73,7 @@ def write_tables(out_dir: Path, rows: list[LayerRow], importance: dict[str, Impo
     """Write the three outputs into `out_dir` (each file atomically); superficiality.json last."""
     models = list(dict.fromkeys(r.model for r in rows))
     found = figures(rows, importance, models)
-    ablation = importance.get("ablation")
+    ablation = importance.get(ImportanceKind.ABLATION)
     atomic_write_text(Path(out_dir) / LAYERS_CSV, layers_csv(rows))
     atomic_write_text(Path(out_dir) / IMPORTANCE_CSV, importance_csv(importance))
     atomic_write_json(

@@ -18,41 +18,14 @@ how each defines `mean_entropy` is documented with the engine.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
+from imm.config import Backend, ModelConfig, SampleConfig
+from imm.engines.records import Completion, Request, cut_at_stop
 from imm.errors import UserError
 
-if TYPE_CHECKING:
-    from imm.config import ModelConfig, SampleConfig
-
-BACKENDS = ("hf", "vllm")
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str  # generated text, cut at the first stop string
-    num_tokens: int  # generated tokens kept (up to and including the end of the answer)
-    mean_entropy: float  # mean entropy (nats) of the next-token distribution over those tokens (per engine)
-
-
-@dataclass(frozen=True)
-class Request:
-    """k completions of each prompt with one set of settings: what one `generate` call asks for."""
-
-    prompts: Sequence[str]
-    k: int
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    stop: Sequence[str]
-    seed: int
-    desc: str | None = None
-
-    def options(self) -> dict:
-        return dict(k=self.k, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
-                    stop=self.stop, seed=self.seed, desc=self.desc)
+__all__ = ["Completion", "Engine", "Request", "check_backend", "cut_at_stop", "open_engine"]
 
 
 class Engine(Protocol):
@@ -72,17 +45,17 @@ class Engine(Protocol):
 
 
 def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise UserError(f"sampling.backend {backend!r} is unknown; pick one of {', '.join(BACKENDS)}")
+    if backend not in tuple(Backend):
+        raise UserError(f"sampling.backend {backend!r} is unknown; pick one of {', '.join(Backend)}")
 
 
 @contextmanager
-def open_engine(path: str | Path, sampling: "SampleConfig", model: "ModelConfig", *,
+def open_engine(path: str | Path, sampling: SampleConfig, model: ModelConfig, *,
                 batch_size: int) -> Iterator[Engine]:
     """The engine `sampling.backend` names, on the checkpoint at `path`; closed (its memory returned) on exit.
     `batch_size` counts sequences per generation batch (`sampling.batch_size` or `eval.batch_size`)."""
     check_backend(sampling.backend)
-    if sampling.backend == "hf":
+    if sampling.backend == Backend.HF:
         from imm.engines.hf import HFEngine, cpu_workers
         from imm.models import load_model
 

@@ -102,7 +102,7 @@ def _cache(model):
     (elsewhere, as they are): `DynamicLayer` concatenates at every step, copying the whole cache (60% of a
     decoding step on the built-in model). The room is at most `SLACK` positions ahead of what is written, so
     one head's keys follow the last head's closely enough for the CPU to stream them: with more room between
-    them a decoding step's attention took 1.65 times as long (benchmarks/attention_layout.py); moving the
+    them a decoding step's attention took 1.65 times as long (docs/benchmarks.md, Findings); moving the
     cache into new room every `SLACK` + 1 steps costs less than that, and rows leaving move it anyway."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer

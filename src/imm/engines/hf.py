@@ -15,13 +15,9 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from imm.engines import Completion, Request, decode
+from imm.engines import decode
+from imm.engines.records import Completion, Request
 from imm.tasks.base import STOP_STRINGS
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 def _entropies(scores: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -68,17 +64,7 @@ def _generate_batch(model, tokenizer, prompts, k, temperature, top_p, max_new_to
         out = model.generate(**enc, generation_config=GenerationConfig(**settings), tokenizer=tokenizer)
         new = out.sequences[:, enc["input_ids"].shape[1]:]  # (batch*k, steps)
         entropy = _entropies(out.scores)  # (steps, batch*k)
-    return [_completion(tokenizer, row, ent, stop) for row, ent in zip(new, entropy.T)]
-
-
-def _completion(tokenizer, tokens: torch.Tensor, entropy: torch.Tensor, stop) -> Completion:
-    ids = tokens.tolist()
-    n = len(ids)
-    for end in (tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if end in ids:
-            n = min(n, ids.index(end) + 1)
-    text = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
-    return Completion(text=text, num_tokens=n, mean_entropy=float(entropy[:n].mean()) if n else 0.0)
+    return [Completion.of(tokenizer, row.tolist(), ent.tolist(), stop) for row, ent in zip(new, entropy.T)]
 
 
 def generate(

@@ -39,13 +39,11 @@ import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from imm.engines import Completion, Request
+from imm.config import ModelConfig, SampleConfig
+from imm.engines.records import Completion, Request
 from imm.errors import UserError
-
-if TYPE_CHECKING:
-    from imm.config import ModelConfig, SampleConfig
 
 WORKER = Path(__file__).with_name("vllm_worker.py")
 CHECKOUT = Path(__file__).resolve().parents[3]  # the source checkout, for an editable install
@@ -88,7 +86,7 @@ def _imports_vllm(python: Path) -> str:
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
 
 
-def check_vllm(s: "SampleConfig", *, start: bool) -> None:
+def check_vllm(s: SampleConfig, *, start: bool) -> None:
     """The vllm fields; with `start`, that their Python imports vLLM (before any model is loaded)."""
     checks = [(s.vllm_tensor_parallel >= 1, f"sampling.vllm_tensor_parallel must be at least 1, got {s.vllm_tensor_parallel}"),
               (s.vllm_data_parallel >= 1, f"sampling.vllm_data_parallel must be at least 1, got {s.vllm_data_parallel}"),
@@ -113,7 +111,7 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def worker_environments(s: "SampleConfig") -> list[dict[str, str]]:
+def worker_environments(s: SampleConfig) -> list[dict[str, str]]:
     """The environment of each data-parallel child: its own GPUs, or on a CPU its own cores (one OpenMP
     thread list per tensor-parallel rank), so children never share a device. With the Ray executor, Ray
     places the GPUs."""
@@ -198,19 +196,6 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool):
     return tokenizer
 
 
-def completion(tokenizer, ids: list[int], entropy: list[float], stop: Sequence[str]) -> Completion:
-    """A child's token ids as the hf engine's record: up to and including the first end token, the text
-    decoded here and cut at the first stop string."""
-    from imm.engines.hf import cut_at_stop
-
-    n = len(ids)
-    for end in (tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if end in ids:
-            n = min(n, ids.index(end) + 1)
-    text = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
-    return Completion(text=text, num_tokens=n, mean_entropy=sum(entropy[:n]) / n if n else 0.0)
-
-
 def shards(count: int, parts: int) -> list[range]:
     """`count` requests in `parts` contiguous runs whose lengths differ by at most one."""
     size, extra = divmod(count, parts)
@@ -221,7 +206,7 @@ def shards(count: int, parts: int) -> list[range]:
 class VLLMEngine:
     """vLLM children on one checkpoint for one stage; `close` shuts them down and returns their memory."""
 
-    def __init__(self, path: str | Path, sampling: "SampleConfig", model: "ModelConfig", *, batch_size: int):
+    def __init__(self, path: str | Path, sampling: SampleConfig, model: ModelConfig, *, batch_size: int):
         from imm.models import check_weight_files, current_load_policy, fetch_model
 
         check_vllm(sampling, start=True)
@@ -259,7 +244,7 @@ class VLLMEngine:
                             "seeds": [request_seed(seed, i, j) if temperature > 0 else None for i, j in mine]})
                 busy.append(child)
         outputs = [out for child in busy for out in child.receive()["outputs"]]
-        flat = [completion(self.tokenizer, out["ids"], out["entropy"], stop) for out in outputs]
+        flat = [Completion.of(self.tokenizer, out["ids"], out["entropy"], stop) for out in outputs]
         return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
 
     def generate_many(self, requests: Sequence[Request]) -> list[list[list[Completion]]]:

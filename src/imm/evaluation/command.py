@@ -85,7 +85,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _load_tasks(args: argparse.Namespace) -> list[tuple[object, list, Prompter]]:
     """(task, problems, prompter) per task, all read now: a bad file fails before the model loads.
-    Worked examples (--shots) come from the train split and never repeat an evaluated question."""
+    Worked examples (--shots) come from the train split, never from the evaluated set (imm.prompts)."""
     loaded, names = [], set()
     prompt = PromptConfig(shots=args.shots, chat=args.chat)
     check_prompt(prompt)
@@ -95,7 +95,7 @@ def _load_tasks(args: argparse.Namespace) -> list[tuple[object, list, Prompter]]
             raise UserError(f"task {task.name!r} is given twice; give each task once")
         names.add(task.name)
         problems = task.problems(args.split)[: args.limit]
-        loaded.append((task, problems, prompter(task, prompt, asked=problems)))
+        loaded.append((task, problems, prompter(task, prompt, asked=problems, fallback=task)))  # never the tested file
     return loaded
 
 

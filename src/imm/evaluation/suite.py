@@ -4,15 +4,23 @@ pass@K and the collapse figures on the in-domain test questions (METHOD.md §3).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from imm.config import DataConfig, EvalConfig, ModelConfig, SampleConfig
-    from imm.prompts import PromptConfig
+from imm.config import DataConfig, EvalConfig, ModelConfig, SampleConfig
+from imm.errors import UserError
+from imm.prompts import PromptConfig
 
 
-def evaluate_on_run_tasks(model_path: Path, data: "DataConfig", prompt: "PromptConfig", e: "EvalConfig",
-                          m: "ModelConfig", s: "SampleConfig", seed: int, out: Path) -> str:
+def check_eval(e: EvalConfig) -> None:
+    """The evaluation block, before any model is loaded."""
+    if e.limit <= 0:
+        raise UserError(f"eval.limit must be positive, got {e.limit}")
+    if e.diversity_temperature <= 0 and e.diversity_k > 1:
+        raise UserError(f"eval.diversity_temperature=0 is greedy: its {e.diversity_k} samples would be identical; "
+                        f"set eval.diversity_k=0 or a temperature above 0")
+
+
+def evaluate_on_run_tasks(model_path: Path, data: DataConfig, prompt: PromptConfig, e: EvalConfig,
+                          m: ModelConfig, s: SampleConfig, seed: int, out: Path) -> str:
     """Write `out` ({task: {domain, n, metrics}}) and the completions behind it beside it; the completions
     come from the engine `s.backend` names."""
     from imm.engines import open_engine
@@ -24,13 +32,14 @@ def evaluate_on_run_tasks(model_path: Path, data: "DataConfig", prompt: "PromptC
 
     domains = [(domain, get_task(name)) for domain, names in (("id", data.id_tasks), ("ood", data.ood_tasks))
                for name in names]
+    train = get_task(data.train_task)  # shows the worked examples of a task that has no train split of its own
     with open_engine(model_path, s, m, batch_size=e.batch_size) as engine:
-        asked = [Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems))
+        asked = [Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems, fallback=train))
                  for _, task in domains for problems in [task.problems("test")[:e.limit]]]
         if e.diversity_k:
             task = get_task(data.id_tasks[0])
             problems = task.problems("test")[:e.diversity_questions]
-            asked.append(Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems),
+            asked.append(Asked(task, problems, prompter(task, prompt, engine.tokenizer, asked=problems, fallback=train),
                                e.diversity_k, e.diversity_temperature))
         evaluated = evaluate_many(engine, asked, max_new_tokens=e.max_new_tokens, seed=seed)
     results, rows = {}, []

@@ -10,6 +10,7 @@ of one whole tensor at a time, never the model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,7 +24,7 @@ import torch
 from imm.errors import UserError
 from imm.merging import sparsify as sp
 from imm.merging.compat import check_compatible
-from imm.merging.methods import TensorParams
+from imm.merging.methods import BaseUse, TensorParams, summarize
 from imm.merging.parameters import depth
 from imm.merging.spec import MergeSpec
 from imm.outputs import output_dir
@@ -44,7 +45,7 @@ class TensorJob:
 
     output: OutputTensor
     base: TensorEntry | None  # the base's tensor (base-aware methods)
-    inputs: tuple[TensorEntry, ...]  # one per MergeSpec.models entry
+    inputs: tuple[TensorEntry, ...]  # one per MergeSpec.models entry, then the start's (methods with `start`)
     params: TensorParams | None
 
 
@@ -72,18 +73,21 @@ def plan_merge(spec: MergeSpec) -> MergePlan:
     base = Checkpoint.open(spec.base_model) if spec.base_model is not None else None
     models = [Checkpoint.open(m.path) for m in spec.models]
     reference = base or models[0]
+    if spec.method_def.start:  # the fine-tunes' common start, one more input (the base itself when unset)
+        models.append(Checkpoint.open(spec.start_model) if spec.start_model is not None else reference)
     check_compatible(reference, models)
     # spec.OUTPUT_DTYPES are torch's own names (float32, bfloat16, ...)
     out_dtype = getattr(torch, spec.output_dtype) if spec.output_dtype else None
     num_layers = reference.num_layers or 1
-    base_aware = spec.method_def.base == "required"  # linear takes the base as an ordinary input
+    base_aware = spec.method_def.base is BaseUse.REQUIRED  # linear takes the base as an ordinary input
     jobs = []
     for name in _output_names(reference):
         entry = reference.tensors[name]
         stored = DTYPES[entry.dtype]
         floating = stored.is_floating_point
         dtype = out_dtype if (out_dtype is not None and floating) else stored
-        params = spec.tensor_params(name, depth(name, num_layers), block_index(name), num_layers) if floating else None
+        params = (spec.tensor_params(name, depth(name, num_layers), block_index(name), num_layers, tuple(entry.shape))
+                  if floating else None)
         output = OutputTensor(name, dtype, entry.shape)
         jobs.append(TensorJob(output, base.tensors[name] if base_aware else None,
                               tuple(m.tensors[name] for m in models), params))
@@ -98,16 +102,17 @@ def _output_names(reference: Checkpoint) -> list[str]:
 
 
 def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu",
-                 reader: TensorReader | None = None) -> Iterator[torch.Tensor]:
+                 reader: TensorReader | None = None, records: dict | None = None) -> Iterator[torch.Tensor]:
     """Merge one tensor; yields its flattened pieces in order (or the whole tensor), on the CPU
     in the output dtype. Elementwise methods are streamed in pieces of STREAM_CHUNK entries read
-    straight from the files, so their memory does not grow with the tensor."""
+    straight from the files, so their memory does not grow with the tensor. A method's record of
+    the tensor (`Method.record`) goes into `records[name]`."""
     reader = reader or TensorReader()
     method = plan.spec.method_def
     if job.params is None:  # integer buffers and the like: the reference's copy
         yield reader.read(plan.reference.tensors[job.output.name]).to(job.output.dtype)
         return
-    generators = tensor_generators(seed, job.output.name, len(job.inputs), device)
+    generators = tensor_generators(seed, job.output.name, len(job.params.per_model), device)
     numel = math.prod(job.output.shape)
     pieces = sp.chunks(numel, STREAM_CHUNK) if method.elementwise else [None]
     for piece in pieces:
@@ -115,6 +120,8 @@ def merge_tensor(plan: MergePlan, job: TensorJob, seed: int, device: str = "cpu"
         if method.task_vectors:
             base = reader.read(job.base, first, stop).to(device=device, dtype=torch.float32)
             deltas = _stack(reader, job.inputs, first, stop, device).sub_(base)  # δᵢ = θᵢ − θ_base, (n, *S)
+            if method.record is not None and records is not None:  # a whole-tensor method: one piece
+                records[job.output.name] = method.record(deltas, job.params)
             result = method.fn(deltas, job.params, generators).add_(base)
         else:
             entries = ((job.base,) if job.base is not None else ()) + job.inputs
@@ -149,11 +156,12 @@ def merge(spec: MergeSpec, out_dir: Path, *, seed: int = 0, device: str = "cpu",
     plan = plan_merge(spec)
     shards = plan_shards([job.output for job in plan.jobs], max_shard_bytes)
     by_name = {job.output.name: job for job in plan.jobs}
+    records: dict = {}
     done = 0
 
     def produce(output: OutputTensor) -> Iterator[torch.Tensor]:
         nonlocal done
-        yield from merge_tensor(plan, by_name[output.name], seed, device, reader)
+        yield from merge_tensor(plan, by_name[output.name], seed, device, reader, records)
         done += 1
         if progress:
             progress(done, len(plan.jobs))
@@ -164,7 +172,19 @@ def merge(spec: MergeSpec, out_dir: Path, *, seed: int = 0, device: str = "cpu",
             TensorReader() as reader:
         write_shards(tmp, shards, produce)
         _write_side_files(plan, tmp, seed)
+        if records:
+            _write_record(plan, tmp, records)
     return out_dir
+
+
+RECORD_NAME = "merge_record.json"
+
+
+def _write_record(plan: MergePlan, folder: Path, records: dict) -> None:
+    """What the method measured on each tensor (model_stock: cos and t), and its min / median / max."""
+    tensors = {name: dataclasses.asdict(r) for name, r in records.items()}
+    record = {"merge_method": plan.spec.method, "summary": summarize(records), "tensors": tensors}
+    (folder / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _write_side_files(plan: MergePlan, folder: Path, seed: int) -> None:

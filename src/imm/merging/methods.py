@@ -11,8 +11,10 @@ how each δᵢ is sparsified and whether a sign consensus is elected (TIES, arXi
 `imm` is θ0 + λ·DARE_p(F − θ0) of arXiv 2503.02103 (λ = weight = 0.5, keep rate 1 − p = 0.8,
 rescale 1/(1 − p)). `linear` and `slerp` act on the weights themselves (`task_vectors=False`).
 The merge-back operators compared inside the loop (docs/merging.md has a paragraph on each) are task-vector
-methods too: `wise_ft`, `lines`, `expo_dare`, `model_stock` and `imm_layerwise`; `lines` and `imm_layerwise`
-read the tensor's place (`TensorParams.layer` of `layers` decoder blocks).
+methods too: `wise_ft`, `lines`, `expo_dare`, `model_stock`, `model_stock_theta0` and `imm_layerwise`; `lines`,
+`expo_dare` and `imm_layerwise` read the tensor's place (`TensorParams.layer` of `layers` decoder blocks, its name
+and shape). The Model Stock pair also reads the fine-tunes' common start G (`Method.start`) and reports each
+tensor's ratio t (`Method.record`, in the output's merge_record.json).
 
 An `elementwise` method computes each output entry from the same entry of its inputs (random
 draws are one per entry, in flat order, from one generator per model), so the driver may feed it
@@ -22,13 +24,16 @@ consecutive pieces of the flattened tensor, shape (n, c), and get exactly the wh
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from imm.merging import sparsify as sp
+from imm.merging.sparsify import Consensus, closed
 
 REQUIRED = object()  # default of a parameter the config must set
 
@@ -53,6 +58,15 @@ class TensorParams:
     shared: Mapping[str, Any]
     layer: int | None = None  # the decoder block this tensor belongs to; None: embeddings, final norm, head
     layers: int = 1  # L, the checkpoint's number of decoder blocks
+    name: str = ""  # the tensor's name in the checkpoint
+    shape: tuple[int, ...] = ()  # the whole tensor's shape (an elementwise method may see a flat piece of it)
+
+
+class BaseUse(str, Enum):
+    """How a method reads base_model."""
+
+    REQUIRED = "required"  # task-vector methods (and slerp): the base is what the inputs are measured from
+    OPTIONAL = "optional"  # linear: the base is one more weighted input
 
 
 @dataclass(frozen=True)
@@ -60,11 +74,17 @@ class Method:
     fn: Callable[[torch.Tensor, TensorParams, Sequence[torch.Generator]], torch.Tensor]
     task_vectors: bool  # True: fn sees (n, *S) task vectors and returns a task vector
     elementwise: bool  # True: each output entry depends only on the same entry of the inputs
-    base: str  # "required" | "optional" (linear: the base is one more weighted input)
+    base: BaseUse
     per_model: Mapping[str, Param] = field(default_factory=dict)
     shared: Mapping[str, Param] = field(default_factory=dict)
     min_models: int = 1
     max_models: int | None = None
+    # True: fn also gets the task vector of the fine-tunes' common start G (spec `start_model`, the base when
+    # unset) as one more row, after the n merged models: deltas is (n + 1, *S)
+    start: bool = False
+    # numbers the method reports about each tensor (a frozen dataclass), written to merge_record.json;
+    # called on the same rows as fn, before it
+    record: Callable[[torch.Tensor, TensorParams], Any] | None = None
 
 
 # ---- generalized task arithmetic ---------------------------------------------------------------
@@ -72,26 +92,34 @@ class Method:
 Generators = Sequence[torch.Generator]  # one per merged model, each seeded from (seed, tensor, model)
 
 
-def _sparsify_one(delta: torch.Tensor, how: str | None, p: Mapping[str, Any], rescale: bool,
-                  generator: torch.Generator) -> torch.Tensor:
-    if how is None:
-        return delta
-    if how == "magnitude":
-        return sp.magnitude(delta, p["density"], rescale)
-    if how == "magnitude_outliers":
-        return sp.magnitude_outliers(delta, p["density"], p["gamma"], rescale)
-    if how == "random":
-        return sp.random_drop(delta, p["density"], generator, rescale)
-    return sp.della_magprune(delta, p["density"], p["epsilon"], generator, rescale)
+class Sparsifier(str, Enum):
+    """How one task vector is sparsified (mergekit's `SparsificationMethod`)."""
+
+    MAGNITUDE = "magnitude"  # TIES: the top-k magnitudes
+    MAGNITUDE_OUTLIERS = "magnitude_outliers"  # Model Breadcrumbs: the top γ and the smallest dropped
+    RANDOM = "random"  # DARE: a random keep mask
+    DELLA_MAGPRUNE = "della_magprune"  # DELLA: keep probability rising with magnitude rank
+
+
+# (δ, per-model parameters, rescale, generator) → δ sparsified in place
+SPARSIFIERS: dict[Sparsifier, Callable[[torch.Tensor, Mapping[str, Any], bool, torch.Generator], torch.Tensor]] = {
+    Sparsifier.MAGNITUDE: lambda d, p, rescale, g: sp.magnitude(d, p["density"], rescale),
+    Sparsifier.MAGNITUDE_OUTLIERS: lambda d, p, rescale, g: sp.magnitude_outliers(d, p["density"], p["gamma"], rescale),
+    Sparsifier.RANDOM: lambda d, p, rescale, g: sp.random_drop(d, p["density"], g, rescale),
+    Sparsifier.DELLA_MAGPRUNE: lambda d, p, rescale, g: sp.della_magprune(d, p["density"], p["epsilon"], g, rescale),
+}
 
 
 def generalized_task_arithmetic(deltas: torch.Tensor, params: TensorParams, generators: Generators, *,
-                                sparsify: str | None, consensus: str | None) -> torch.Tensor:
+                                sparsify: Sparsifier | str | None, consensus: Consensus | str | None) -> torch.Tensor:
     """(n, *S) task vectors → (*S) merged task vector. Consumes `deltas`: the result is a view
     of deltas[0], so a merge holds n task vectors and chunk-sized temporaries, nothing more."""
     rescale = params.shared.get("rescale", True)
+    how = None if sparsify is None else SPARSIFIERS[closed(Sparsifier, sparsify)]
+    consensus = None if consensus is None else closed(Consensus, consensus)
     for i, p in enumerate(params.per_model):
-        _sparsify_one(deltas[i], sparsify, p, rescale, generators[i])
+        if how is not None:
+            how(deltas[i], p, rescale, generators[i])
     weights = torch.tensor([p["weight"] for p in params.per_model], dtype=deltas.dtype, device=deltas.device)
     flat = deltas.view(len(weights), -1)  # (n, N)
     for s in sp.chunks(flat.shape[1]):
@@ -99,10 +127,10 @@ def generalized_task_arithmetic(deltas: torch.Tensor, params: TensorParams, gene
     return deltas[0]
 
 
-def _combine(deltas: torch.Tensor, weights: torch.Tensor, consensus: str | None, shared: Mapping) -> torch.Tensor:
+def _combine(deltas: torch.Tensor, weights: torch.Tensor, consensus: Consensus | None, shared: Mapping) -> torch.Tensor:
     """One chunk (n, c) of sparsified task vectors → (c,): weight, elect signs, sum, normalise, λ."""
     weighted = deltas.mul_(weights.view(-1, 1))  # (n, c)
-    if consensus:
+    if consensus is not None:
         agree = sp.sign_agreement(weighted, consensus)  # (n, c) bool
         merged = sp.sum_rows(weighted.masked_fill_(~agree, 0))
         divisor = torch.zeros_like(merged)
@@ -182,40 +210,97 @@ def lines(deltas: torch.Tensor, params: TensorParams, generators: Generators = (
     return sp.sum_rows(deltas).mul_(lines_scale(params))
 
 
+EXPO_ATTENTION = ("self_attn", "attn", "attention")  # the first name inside a block that marks attention
+
+
+def expo_factors(params: TensorParams) -> tuple[bool, float]:
+    """(is DARE applied, extrapolation factor) of one tensor in FusionBench's ExPO with DARE for Llama: DARE on the
+    weights of linear layers (2-D `.weight` tensors in the decoder blocks, and the head); extrapolation by α on the
+    blocks' linear weights, α·attention_scale on attention's; biases, norms, embeddings and the head are not
+    extrapolated."""
+    if len(params.shape) != 2 or not params.name.endswith(".weight"):
+        return False, 0.0  # biases and norms
+    if params.layer is None:  # the head is a linear layer; embeddings are not
+        return params.name.split(".")[-2] == "lm_head", 0.0
+    inside = params.name.split(f".{params.layer}.", 1)[-1].split(".")[0]
+    alpha = params.shared["alpha"]
+    return True, alpha * params.shared["attention_scale"] if inside in EXPO_ATTENTION else alpha
+
+
 def expo_dare(deltas: torch.Tensor, params: TensorParams, generators: Generators) -> torch.Tensor:
-    """ExPO (Zheng et al., arXiv 2404.16792) with DARE, as FusionBench applies it to Llama: θ = F + α·DARE_p(F − θ0),
-    i.e. the task vector δ + α·DARE_p(δ): extrapolation past F along the sparsified update."""
-    p = params.per_model[0]
-    kept = sp.random_drop(deltas[0].clone(), p["density"], generators[0], rescale=True)
-    return deltas[0].add_(kept, alpha=params.shared["alpha"])
+    """ExPO (Zheng et al., arXiv 2404.16792) with DARE, as FusionBench's `ExPOWithDareForLLama`: first R = θ0 +
+    DARE_p(F − θ0) on linear weights (R = F elsewhere), then R + α·(R − θ0) on the blocks' linear weights. As a
+    task vector: (1 + α_ℓ)·DARE_p(δ) where `expo_factors` extrapolates, DARE_p(δ) on the head, δ elsewhere."""
+    dare, factor = expo_factors(params)
+    kept = deltas[0]
+    if dare:
+        kept = sp.random_drop(kept, params.per_model[0]["density"], generators[0], rescale=True)
+    return kept.mul_(1 + factor) if factor else kept
 
 
 def stock_ratio(cos: float, n: int) -> float:
     """Model Stock's interpolation ratio t = n·cos θ / (1 + (n − 1)·cos θ) (Jang et al., arXiv 2403.19522, eq. 4);
-    cos θ is clamped to [0, 1], so updates at 90° or more give t = 0: the base [ours]."""
+    cos θ is clamped to [0, 1], so updates at 90° or more give t = 0: the anchor [ours]."""
     cos = min(1.0, max(0.0, cos))
     return n * cos / (1 + (n - 1) * cos)
 
 
+@dataclass(frozen=True)
+class StockAngle:
+    """What Model Stock measured on one tensor: the mean pairwise cosine of the fine-tunes' updates from their common
+    start, Fᵢ − G, and the ratio t it gives."""
+
+    cos: float
+    t: float
+
+
+def stock_angle(deltas: torch.Tensor, params: TensorParams | None = None) -> StockAngle:
+    """deltas (n + 1, *S): the n ≥ 2 task vectors Fᵢ − θ0, then the start's G − θ0. The cosines are taken between
+    Fᵢ − G (float64, chunk by chunk); a zero update has no angle: its cosines count as 0."""
+    flat = deltas.view(len(deltas), -1)  # (n + 1, N)
+    n = len(flat) - 1
+    gram = torch.zeros((n, n), dtype=torch.float64, device=flat.device)
+    for s in sp.chunks(flat.shape[1]):
+        rows = flat[:n, s].double() - flat[n, s].double()  # (n, c): Fᵢ − G
+        gram += rows @ rows.T
+    norms = gram.diagonal().sqrt().tolist()
+    cosines = [float(gram[i, j]) / (norms[i] * norms[j]) if norms[i] > 0 and norms[j] > 0 else 0.0
+               for i in range(n) for j in range(i + 1, n)]
+    cos = sum(cosines) / len(cosines)
+    return StockAngle(cos, stock_ratio(cos, n))
+
+
 def model_stock(deltas: torch.Tensor, params: TensorParams, generators: Generators = ()) -> torch.Tensor:
-    """Per tensor: cos θ = the mean cosine over pairs of the n ≥ 2 task vectors, t = stock_ratio(cos θ, n),
-    θ = θ0 + t·mean(δᵢ) (the average of the fine-tunes, pulled toward the base by the angle between them).
-    A zero task vector has no angle: its cosines count as 0."""
-    flat = deltas.view(len(deltas), -1)  # (n, N)
-    norms = [math.sqrt(_dot(row, row)) for row in flat]
-    pairs = [(i, j) for i in range(len(flat)) for j in range(i + 1, len(flat))]
-    cosines = [_dot(flat[i], flat[j]) / (norms[i] * norms[j]) if norms[i] > 0 and norms[j] > 0 else 0.0
-               for i, j in pairs]
-    t = stock_ratio(sum(cosines) / len(cosines), len(flat))
-    return sp.sum_rows(deltas).mul_(t / len(deltas))
+    """Model Stock (Jang et al., arXiv 2403.19522): θ = t·mean(Fᵢ) + (1 − t)·G, t from the angle between the
+    Fᵢ − G of n ≥ 2 fine-tunes of one start G (`stock_angle`). As a task vector: (1 − t)·γ + t·mean(δᵢ), γ = G − θ0;
+    with G = θ0 (no start_model), t·mean(δᵢ)."""
+    t = stock_angle(deltas).t
+    merged = sp.sum_rows(deltas[:-1]).mul_(t / (len(deltas) - 1))
+    return merged.add_(deltas[-1], alpha=1 - t)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    """a·b of two flat float32 tensors, accumulated in float64 chunk by chunk (no full-size copy)."""
-    return float(sum((a[s].double() @ b[s].double() for s in sp.chunks(a.numel())), torch.zeros((), dtype=torch.float64)))
+def model_stock_theta0(deltas: torch.Tensor, params: TensorParams, generators: Generators = ()) -> torch.Tensor:
+    """Model Stock's t, pulled back to θ0 instead of G [ours]: θ = θ0 + t·(mean(Fᵢ) − θ0), t from the angle between
+    the Fᵢ − G as in `model_stock`. The same as `model_stock` when G = θ0."""
+    t = stock_angle(deltas).t
+    return sp.sum_rows(deltas[:-1]).mul_(t / (len(deltas) - 1))
 
 
-def layerwise_factors(importance: Sequence[float], direction: str, strength: float) -> list[float]:
+def summarize(records: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """min / median / max of each number of the per-tensor records (frozen dataclasses of floats)."""
+    fields = list(vars(next(iter(records.values())))) if records else []
+    values = {f: [getattr(r, f) for r in records.values()] for f in fields}
+    return {f: {"min": min(v), "median": statistics.median(v), "max": max(v)} for f, v in values.items()}
+
+
+class Direction(str, Enum):
+    """Which way `imm_layerwise` moves λ: σ = −1 protects the critical blocks, +1 releases them."""
+
+    PROTECT = "protect"
+    RELEASE = "release"
+
+
+def layerwise_factors(importance: Sequence[float], direction: Direction | str, strength: float) -> list[float]:
     """The per-block multipliers of λ in `imm_layerwise` [ours]: the critical blocks are the top quarter by θ0's
     importance (imm.analysis.superficiality.critical_layers: ⌈L/4⌉, ties to the lower index); with
     σ = −1 to protect them and +1 to release them, a critical block gets 1 + σ·s and every other block
@@ -226,7 +311,7 @@ def layerwise_factors(importance: Sequence[float], direction: str, strength: flo
     critical = set(critical_layers(dict(enumerate(importance))))
     if len(critical) == n:  # one block: nothing to redistribute
         return [1.0] * n
-    sigma = -1.0 if direction == "protect" else 1.0
+    sigma = -1.0 if closed(Direction, direction) is Direction.PROTECT else 1.0
     rest = 1 - sigma * strength * len(critical) / (n - len(critical))
     return [1 + sigma * strength if i in critical else rest for i in range(n)]
 
@@ -253,21 +338,28 @@ _LAMBDA = Param(1.0, low=0.0)
 
 def _gta(sparsify: str | None, consensus: str | None, normalize: bool, rescale: bool,
          extra: Mapping[str, Param] = {}) -> Method:
+    sparsify = None if sparsify is None else closed(Sparsifier, sparsify)
     return Method(
-        fn=partial(generalized_task_arithmetic, sparsify=sparsify, consensus=consensus),
+        fn=partial(generalized_task_arithmetic, sparsify=sparsify,
+                   consensus=None if consensus is None else closed(Consensus, consensus)),
         task_vectors=True,
-        elementwise=sparsify in (None, "random"),
-        base="required",
+        elementwise=sparsify in (None, Sparsifier.RANDOM),
+        base=BaseUse.REQUIRED,
         per_model={"weight": _WEIGHT, "density": _DENSITY, **extra},
         shared={"normalize": Param(normalize, bool), "rescale": Param(rescale, bool), "lambda": _LAMBDA},
     )
 
 
+def _stock(fn: Callable) -> Method:
+    return Method(fn, task_vectors=True, elementwise=False, base=BaseUse.REQUIRED, min_models=2, start=True,
+                  record=stock_angle)
+
+
 METHODS: dict[str, Method] = {
-    "linear": Method(linear, task_vectors=False, elementwise=True, base="optional", per_model={"weight": _WEIGHT},
+    "linear": Method(linear, task_vectors=False, elementwise=True, base=BaseUse.OPTIONAL, per_model={"weight": _WEIGHT},
                      shared={"normalize": Param(True, bool)}),
-    "slerp": Method(slerp, task_vectors=False, elementwise=False, base="required", shared={"t": Param(REQUIRED, low=0.0, high=1.0)},
-                    min_models=1, max_models=1),
+    "slerp": Method(slerp, task_vectors=False, elementwise=False, base=BaseUse.REQUIRED,
+                    shared={"t": Param(REQUIRED, low=0.0, high=1.0)}, min_models=1, max_models=1),
     "task_arithmetic": _gta(None, None, normalize=False, rescale=False),
     "ties": _gta("magnitude", "sum", normalize=True, rescale=False),
     "dare_linear": _gta("random", None, normalize=False, rescale=True),
@@ -278,24 +370,26 @@ METHODS: dict[str, Method] = {
     "della_linear": _gta("della_magprune", None, normalize=False, rescale=True, extra={"epsilon": _EPSILON}),
     # IMM (arXiv 2503.02103): θ0 + λ·DARE_p(F − θ0), λ = 0.5, p = 0.2, rescale 1/(1 − p), no normalisation.
     "imm": Method(
-        fn=partial(generalized_task_arithmetic, sparsify="random", consensus=None),
+        fn=partial(generalized_task_arithmetic, sparsify=Sparsifier.RANDOM, consensus=None),
         task_vectors=True,
         elementwise=True,
-        base="required",
+        base=BaseUse.REQUIRED,
         per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
     ),
-    "wise_ft": Method(wise_ft, task_vectors=True, elementwise=True, base="required",
+    "wise_ft": Method(wise_ft, task_vectors=True, elementwise=True, base=BaseUse.REQUIRED,
                       per_model={"weight": Param(0.5, low=0.0, high=1.0)}, max_models=1),
-    "lines": Method(lines, task_vectors=True, elementwise=True, base="required",
+    "lines": Method(lines, task_vectors=True, elementwise=True, base=BaseUse.REQUIRED,
                     shared={"alpha": Param(0.25, low=0.0), "beta": Param(0.5)}),
-    "expo_dare": Method(expo_dare, task_vectors=True, elementwise=True, base="required",
-                        per_model={"density": Param(0.8, low=0.0, high=1.0, low_open=True)},
-                        shared={"alpha": Param(0.1, low=0.0)}, max_models=1),
-    "model_stock": Method(model_stock, task_vectors=True, elementwise=False, base="required", min_models=2),
+    # FusionBench's config/method/linear/llama_expo_with_dare.yaml: α 0.1, attention 1.0, DARE sparsity 0.5
+    "expo_dare": Method(expo_dare, task_vectors=True, elementwise=True, base=BaseUse.REQUIRED,
+                        per_model={"density": Param(0.5, low=0.0, high=1.0, low_open=True)},
+                        shared={"alpha": Param(0.1, low=0.0), "attention_scale": Param(1.0, low=0.0)}, max_models=1),
+    "model_stock": _stock(model_stock),
+    "model_stock_theta0": _stock(model_stock_theta0),
     "imm_layerwise": Method(
-        imm_layerwise, task_vectors=True, elementwise=True, base="required",
+        imm_layerwise, task_vectors=True, elementwise=True, base=BaseUse.REQUIRED,
         per_model={"weight": Param(0.5, low=0.0, high=1.0), "density": Param(0.8, low=0.0, high=1.0, low_open=True)},
-        shared={"importance": Param(REQUIRED, list), "direction": Param("protect", str, ("protect", "release")),
+        shared={"importance": Param(REQUIRED, list), "direction": Param(Direction.PROTECT.value, str, tuple(d.value for d in Direction)),
                 "strength": Param(0.5, low=0.0, high=1.0)},
         max_models=1,
     ),

@@ -15,6 +15,8 @@ Rescaling the kept entries (`rescale=True`):
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 
 CHUNK = 1 << 22  # entries per step of the chunked loops (16 MiB of float32)
@@ -151,11 +153,28 @@ def sum_rows(stacked: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def sign_agreement(weighted: torch.Tensor, method: str) -> torch.Tensor:
+def closed(kind: type[Enum], value: object) -> Enum:
+    """`value` as a member of the closed set `kind`; ValueError naming the choices when it is not one."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"unknown {kind.__name__.lower()} {value!r}; choose one of "
+                         f"{', '.join(m.value for m in kind)}") from None
+
+
+class Consensus(str, Enum):
+    """How TIES elects each entry's sign (arXiv 2306.01708); mergekit's `consensus_method`."""
+
+    SUM = "sum"  # the sign of Σᵢ δᵢ (mass)
+    COUNT = "count"  # the sign held by more task vectors
+
+
+def sign_agreement(weighted: torch.Tensor, method: Consensus | str) -> torch.Tensor:
     """TIES sign election over stacked task vectors (n, *S) → bool mask (n, *S) of the entries
-    whose sign equals the elected one. "sum": the sign of Σᵢ δᵢ (mass); "count": the sign held by
-    more task vectors. A zero sum elects +; zero entries never agree."""
+    whose sign equals the elected one (`Consensus`; an unknown name raises ValueError). A zero sum
+    elects +; zero entries never agree."""
+    method = closed(Consensus, method)
     sign = weighted.sign()
-    total = sum_rows(weighted if method == "sum" else sign)
+    total = sum_rows(weighted if method is Consensus.SUM else sign)
     elected = torch.where(total >= 0, 1.0, -1.0).to(sign.dtype)
     return sign == elected

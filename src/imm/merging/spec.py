@@ -2,6 +2,7 @@
 
     merge_method: imm                  # or linear, slerp, task_arithmetic, ties, dare_ties, ...
     base_model: runs/x/theta0          # θ0, a Hugging Face checkpoint folder
+    start_model: runs/x/arms/a/iter_1/merged   # model_stock*: the fine-tunes' common start G (default: base_model)
     models:
       - model: runs/x/arms/imm/iter_1/finetuned
         parameters: {weight: 0.5, density: 0.8}
@@ -22,10 +23,10 @@ from typing import Any, Mapping
 import yaml
 
 from imm.errors import UserError
-from imm.merging.methods import METHODS, REQUIRED, Method, Param, TensorParams
+from imm.merging.methods import METHODS, REQUIRED, BaseUse, Method, Param, TensorParams
 from imm.merging.parameters import Setting, is_finite_number, resolve_first, setting_scalars
 
-TOP_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source")
+TOP_KEYS = ("merge_method", "base_model", "start_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source")
 OUTPUT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
@@ -41,6 +42,7 @@ class MergeSpec:
 
     method: str
     base_model: Path | None
+    start_model: Path | None  # where the merged fine-tunes started (methods with `start`); None: the base
     models: tuple[ModelInput, ...]  # the inputs that get per-model parameters, base excluded when base-aware
     parameters: Mapping[str, Setting]
     dtype: str | None
@@ -50,7 +52,7 @@ class MergeSpec:
 
     def inputs(self) -> tuple[Path, ...]:
         """Every checkpoint folder the merge reads (an output may overlap none of them)."""
-        found = (self.base_model, *(m.path for m in self.models), self.tokenizer_source)
+        found = (self.base_model, self.start_model, *(m.path for m in self.models), self.tokenizer_source)
         return tuple(path for path in found if path is not None)
 
     @classmethod
@@ -74,11 +76,12 @@ class MergeSpec:
         method = _method_name(raw)
         folder = _folder if folders_exist else _folder_name
         base = folder("base_model", raw["base_model"]) if raw.get("base_model") is not None else None
-        if base is None and METHODS[method].base == "required":
+        if base is None and METHODS[method].base is BaseUse.REQUIRED:
             raise UserError(f"merge_method {method} needs base_model; add base_model: PATH_TO_THE_ORIGINAL_MODEL")
+        start = _start_model(raw, method, folder)
         models = _models(raw, method, base, folder)
         shared = _parameters_block(raw.get("parameters"), "parameters")
-        spec = cls(method, base, models, shared, _dtype(raw, "dtype"), _dtype(raw, "out_dtype"),
+        spec = cls(method, base, start, models, shared, _dtype(raw, "dtype"), _dtype(raw, "out_dtype"),
                    _tokenizer_source(raw.get("tokenizer_source")), dict(raw))
         _check_parameters(spec)
         return spec
@@ -94,7 +97,8 @@ class MergeSpec:
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(self.raw), sort_keys=False)
 
-    def tensor_params(self, tensor_name: str, t: float, layer: int | None = None, layers: int = 1) -> TensorParams:
+    def tensor_params(self, tensor_name: str, t: float, layer: int | None = None, layers: int = 1,
+                      shape: tuple[int, ...] = ()) -> TensorParams:
         """Resolve every parameter for one tensor at depth t (block `layer` of `layers`); UserError if one cannot be."""
         method = self.method_def
         shared = {name: _resolve(name, p, [self.parameters], tensor_name, t, "") for name, p in method.shared.items()}
@@ -103,7 +107,7 @@ class MergeSpec:
              for name, p in method.per_model.items()}
             for m in self.models
         )
-        params = TensorParams(per_model, shared, layer, layers)
+        params = TensorParams(per_model, shared, layer, layers, tensor_name, tuple(shape))
         _check_tensor_params(self.method, params, tensor_name)
         return params
 
@@ -146,6 +150,15 @@ def _folder(where: str, value: Any) -> Path:
     if not (path / "config.json").is_file():
         raise UserError(f"{where}: {path} has no config.json; give a Hugging Face checkpoint folder (save_pretrained)")
     return path
+
+
+def _start_model(raw: Mapping, method: str, folder=_folder) -> Path | None:
+    if raw.get("start_model") is None:
+        return None
+    if not METHODS[method].start:
+        readers = ", ".join(name for name, m in METHODS.items() if m.start)
+        raise UserError(f"start_model is read only by {readers}, not by merge_method {method}; remove it")
+    return folder("start_model", raw["start_model"])
 
 
 def _same(a: Path, b: Path | None) -> bool:

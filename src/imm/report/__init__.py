@@ -3,4 +3,4 @@
 
 from imm.report.summary import (  # noqa: F401  the summary is what most callers need
     HEADER, SummaryRow, collect, format_table, read_summary, write_summary)
-from imm.report.cli import Refresher, refresh, write_runs  # noqa: F401,E402  what `imm run` calls
+from imm.report.cli import INDEX, KIND, Refresher, refresh, write_runs  # noqa: F401,E402  what `imm run` calls

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
+from imm.analysis.importance import MEASURES, axis_label
 from imm.layout import FINETUNED, MERGED
 from imm.report import compare, plots
 from imm.report.compare import OOD_MEAN, STRICT, Difference
@@ -207,7 +208,7 @@ def heatmap_figure(runs: list[Run], arm: str) -> Figure | None:
     for kind in kinds:
         values = [compare.importance(run, arm, steps[0], kind) for run in runs]
         if all(len(v) == len(blocks) for v in values):
-            scale = 100.0 if kind == "ablation" else 1.0
+            scale = 100.0 if MEASURES[kind].in_points else 1.0
             importance[kind] = [scale * sum(v[b] for v in values) / len(values) for b in blocks]
     png = plots.heatmaps(f"{arm}: relative update per decoder block (mean over runs)", maps, blocks, steps, importance)
     return Figure(f"layers_{arm}.png", f"{arm}: ‖θ_l − θ0_l‖ / ‖θ0_l‖ per block and iteration for "
@@ -227,16 +228,12 @@ def scatter_figure(runs: list[Run]) -> Figure | None:
                 continue
             note = f"ρ = {f.rho.mean:+.2f}, permutation p = {f.p[0]:.3f}" if f.p[0] is not None else "ρ undefined"
             points.append((f"{arm} θ_{t}, importance by {kind}", [imp[b] for b in blocks], [updates[b] for b in blocks],
-                           blocks, note, IMPORTANCE_AXES.get(kind, kind)))
+                           blocks, note, "importance: " + axis_label(kind, "{} (fraction)")))
     if not points:
         return None
     return Figure("importance_vs_update.png", f"Importance of θ0 (x) against each arm's last update (y) per block, "
                   f"{run.root.name}; numbers mark the blocks",
                   plots.scatter(points))
-
-
-IMPORTANCE_AXES = {"ablation": "importance: accuracy drop when skipped (fraction)",
-                   "gradient": "importance: gradient norm ‖∇L‖"}
 
 
 def training_section(runs: list[Run], figures: bool) -> Section | None:

@@ -20,6 +20,7 @@ from imm.outputs import atomic_write_text, check_output_dir, check_output_file, 
 
 KIND = "report"  # the kind of output folder (imm.outputs)
 INDEX = "index.html"
+TABLES = "results.md"  # the tables as Markdown, inside the report folder of several runs `imm run` made
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,26 +49,30 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def write(runs: list, out: Path, *, overwrite: bool, inputs=(), markdown: Path | None = None) -> None:
-    """Build everything first, then write the folder whole and the Markdown file atomically."""
+def write(runs: list, out: Path, *, overwrite: bool, inputs=(), markdown: Path | None = None,
+          tables: bool = False) -> None:
+    """Build everything first, then write the folder whole (with `tables`, results.md in it) and the Markdown
+    file atomically: the one writer of a report folder."""
     from imm.report.build import build
     from imm.report.render import to_html, to_markdown
 
     report = build(runs)
-    page, tables = to_html(report), to_markdown(report) if markdown else None
+    page, text = to_html(report), to_markdown(report) if markdown or tables else None
     with output_dir(out, KIND, overwrite=overwrite, inputs=inputs) as tmp:
         for figure in (f for s in report.sections for f in s.figures):
             (tmp / figure.name).write_bytes(figure.png)
         (tmp / INDEX).write_text(page, encoding="utf-8")
+        if tables:
+            (tmp / TABLES).write_text(text, encoding="utf-8")
     if markdown:
-        atomic_write_text(markdown, tables)
+        atomic_write_text(markdown, text)
 
 
 def write_runs(run_dirs: list[Path], out: Path) -> Path:
-    """The report of runs `imm run` made (its own run's, or its seeds' together): imm's to replace."""
+    """The report of the seeds `imm run` (or `imm compare`) ran, together, with its tables: imm's to replace."""
     from imm.report.runs import load_runs
 
-    write(load_runs(run_dirs), out, overwrite=True)
+    write(load_runs(run_dirs), out, overwrite=True, inputs=run_dirs, tables=True)
     return out / INDEX
 
 

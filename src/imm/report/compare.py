@@ -16,6 +16,7 @@ from typing import Sequence
 
 from imm.arms import Source
 from imm.layout import FINETUNED, GENERATOR, MERGED, TEACHER
+from imm.analysis.importance import MEASURES
 from imm.analysis.superficiality import spearman
 from imm.report.runs import Run, theta_model
 import numpy as np
@@ -25,7 +26,7 @@ from imm.report.stats import (Paired, SeedInterval, mcnemar_p, paired, paired_bo
 
 STRICT = "strict-match"
 OOD_MEAN = "OOD mean"  # the out-of-domain tasks together (equal test sizes: their mean accuracy)
-IMPORTANCE_COLUMNS = {"ablation": "ablation_drop", "gradient": "gradient_l2", "influence": "influence"}
+IMPORTANCE_COLUMNS = {kind: m.column for kind, m in MEASURES.items()}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
+from imm.analysis.importance import axis_label
+
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -103,8 +105,7 @@ def heatmaps(title: str, maps: dict[str, list[list[float]]], blocks: list[int], 
     for i, (ax, (name, values)) in enumerate(zip(axes[len(maps):], importance.items())):
         ax.barh(blocks[:len(values)], values, color=OKABE_ITO[4 + i], hatch="//" if i else None)
         ax.set_title(f"importance of θ0\n({name})", fontsize=9)
-        ax.set_xlabel({"ablation": "accuracy drop when skipped (pts)", "gradient": "gradient norm ‖∇L‖"}.get(name, name),
-                      fontsize=8)
+        ax.set_xlabel(axis_label(name, "{} (pts)"), fontsize=8)
         ax.set_yticks(blocks)
     fig.suptitle(title, fontsize=11)
     return _png(fig)

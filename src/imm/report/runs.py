@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import yaml
-
 from imm.arms import Arm
-from imm.config import RunConfig, experiment_settings, from_dict
+from imm.config import RunConfig, experiment_settings
 from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, RunLayout, eval_samples, read_jsonl
 from imm.report.summary import SummaryRow, collect
@@ -106,17 +104,7 @@ def load_run(path: Path) -> Run:
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder; pass a run folder written by `imm run` (e.g. runs/default)")
-    config = RunLayout(root).config
-    if not config.is_file():
-        raise UserError(f"{root} holds no config.yaml; pass a run folder written by `imm run`")
-    try:
-        raw = yaml.safe_load(config.read_text()) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{config} is not valid YAML; pass a run folder written by `imm run`") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{config} is not a run config; pass a run folder written by `imm run`")
-    raw.pop("resolved", None)  # where the models were found: a record, not a setting
-    cfg = from_dict(RunConfig, raw)
+    cfg = RunLayout(root).saved().config
     cfg = dataclasses.replace(cfg, out_dir=str(root.parent), name=root.name)  # wherever the folder now is
     rows = collect(cfg)
     if not rows:

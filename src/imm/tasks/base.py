@@ -31,6 +31,10 @@ class Task:
     def problems(self, split: str) -> list[Problem]:
         raise NotImplementedError
 
+    def source(self, split: str) -> str | None:
+        """Where `split` is read from (None: the task has no such split); two splits of one source are one set."""
+        return f"{self.name}:{split}"
+
     def prompt(self, problem: Problem, shots: Sequence[Problem] = (), cue: str = COT_TRIGGER) -> str:
         """Zero-shot (no shots) or few-shot chain-of-thought prompt; the model continues after it.
         (imm.prompts builds every prompt of a run through this, or through a chat template.)"""

@@ -57,6 +57,17 @@ class FileTask(Task):
                 raise UserError(f"task {self.name!r}: no usable rows in {origin}; expected {self.data_format}")
         return self._cache[split]
 
+    def source(self, split: str) -> str | None:
+        """The file `split` is read from, or the hub split; a task given as one file reads it for every split."""
+        if self.path is None:
+            known = self.hub is not None and split in self.hub.splits
+            return f"hub {self.hub.id} {self.hub.config} {self.hub.splits[split]}" if known else None
+        try:
+            file = self.path if self.path.is_file() else find_split_file(self.name, self.path, split, self.file_names)
+        except UserError:
+            return None
+        return str(file.resolve())
+
     def _parse(self, row: Any, index: int, split: str, origin: str) -> Problem | None:
         try:
             return self.parse_row(row, index, split)

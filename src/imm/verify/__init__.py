@@ -56,8 +56,8 @@ def answer_key(answer: str | None, kind: str = "number") -> str | None:
     return latex.compact(latex.normal_form(answer)) if kind in REL_TOL else answer.strip()
 
 
-def _fast_match(predicted: str, gold: str, kind: str) -> bool | tuple[str, str]:
-    """True/False when decided in-process; else the (predicted, gold) pair for math-verify."""
+def _fast_match(predicted: str, gold: str, kind: str) -> bool | latex.Pair | list[latex.Pair]:
+    """True/False when decided in-process; else the (predicted, gold) pair, or pairs of entries, for math-verify."""
     if kind == "number":
         return numbers_equal(predicted, gold)
     if kind == "choice":
@@ -70,13 +70,17 @@ def _fast_match(predicted: str, gold: str, kind: str) -> bool | tuple[str, str]:
 def matches_many(
     pairs: Sequence[tuple[str | None, str]], kind: str = "number", judge: SymbolicJudge | None = None
 ) -> list[bool]:
-    """[predicted matches gold] for each pair; undecided math pairs go to the worker pool together."""
+    """[predicted matches gold] for each pair; undecided math pairs go to the worker pool together (a matrix or a
+    tuple may leave several entries undecided: it matches when every one is equivalent)."""
     decided = [False if p is None else _fast_match(p, g, kind) for p, g in pairs]
-    open_idx = [i for i, d in enumerate(decided) if not isinstance(d, bool)]
-    if open_idx:
-        judged = (judge or default_judge()).equivalent_many([decided[i] for i in open_idx])
-        for i, ok in zip(open_idx, judged):
-            decided[i] = ok
+    asked = [(i, pair) for i, d in enumerate(decided) if not isinstance(d, bool)
+             for pair in (d if isinstance(d, list) else [d])]
+    if asked:
+        judged = (judge or default_judge()).equivalent_many([pair for _, pair in asked])
+        for i in {i for i, _ in asked}:
+            decided[i] = True
+        for (i, _), ok in zip(asked, judged):
+            decided[i] = decided[i] and ok
     return [bool(d) for d in decided]
 
 

@@ -7,6 +7,8 @@ a text is: prose (a refusal, a hedge, a sentence), a list ('70,110', '9, 18, 27,
 or tuple with its bracket signature ('(-36,104]' -> '(]'), or one expression. `exact_decimals` writes
 every decimal as a fraction before math-verify sees it, so an approximation (8.062258 for
 \\sqrt{65}, 6.283185 for 2\\pi) is compared exactly instead of after rounding to 6 places.
+Matrices (any `*matrix` or `array` environment) get one layout, `\\begin{pmatrix}a&b\\\\c&d\\end{pmatrix}`,
+and are compared entry by entry, as are tuples and intervals: every entry must be equal.
 """
 
 from __future__ import annotations
@@ -37,12 +39,34 @@ _REWRITES = [
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}(?![A-Za-z])")
 
 
+# A matrix environment, innermost first; `array` may carry a column spec ({cc}). vmatrix (a determinant) and
+# Vmatrix (a norm) keep their names; every other layout is the same matrix, written pmatrix.
+_MATRIX_RE = re.compile(r"\\begin\{((?:[pbBvV]|small)?matrix|array)\}(?:\{[^{}]*\})?((?:(?!\\begin\{).){0,4000}?)"
+                        r"\\end\{\1\}", re.DOTALL)
+MATRIX_NAMES = {"vmatrix": "vmatrix", "Vmatrix": "Vmatrix"}  # the rest are written pmatrix
+MAX_MATRIX_ENTRIES = 256  # [ours] an answer's matrices are small; larger ones are not normalised entry by entry
+_WHOLE_MATRIX_RE = re.compile(r"\\begin\{(pmatrix|vmatrix|Vmatrix)\}((?:(?!\\begin\{).)*)\\end\{\1\}", re.DOTALL)
+_BRACKETED_MATRIX_RE = re.compile(r"^[(\[](\\begin\{pmatrix\}(?:(?!\\begin\{).)*\\end\{pmatrix\})[)\]]$", re.DOTALL)
+
+
+def _matrix(match: re.Match) -> str:
+    """One matrix in one layout: rows split at '\\\\', entries at '&', each entry in `normal_form`."""
+    rows = [row for row in re.split(r"\\\\(?:\[[^\]]*\])?", match[2]) if row.strip()]  # a trailing '\\' ends no row
+    body = "\\\\".join("&".join(normal_form(entry) for entry in row.split("&")) for row in rows)
+    name = MATRIX_NAMES.get(match[1], "pmatrix")
+    return f"\\begin{{{name}}}{body}\\end{{{name}}}"
+
+
 def normal_form(answer: str) -> str:
     """One spelling of a math answer: `3√5` -> '3\\sqrt{5}', '\\dfrac{1}{2}' -> '\\frac{1}{2}'."""
     text = "".join(_UNICODE.get(char, char) for char in answer)
+    if "\\begin{" in text and text.count("&") + text.count("\\\\") <= MAX_MATRIX_ENTRIES:
+        while (matrices := _MATRIX_RE.sub(_matrix, text)) != text:  # innermost first
+            text = matrices
     for pattern, replacement in _REWRITES:
         text = pattern.sub(replacement, text)
-    return text.strip().rstrip(".").strip()
+    text = _BRACKETED_MATRIX_RE.sub(r"\1", text.strip().rstrip(".").strip())  # '\\left(\\begin{array}..\\right)'
+    return text
 
 
 def compact(text: str) -> str:
@@ -60,8 +84,9 @@ def is_prose(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Shape:
-    """What an answer is: 'prose', 'list' (top-level commas), 'bracketed' (an interval, a union of
-    intervals or a tuple; `brackets` its bracket signature) or 'expression'."""
+    """What an answer is: 'prose', 'matrix' (`items` its entries row by row, `brackets` its name and size),
+    'list' (top-level commas), 'bracketed' (an interval, a union of intervals or a tuple; `brackets` its
+    bracket signature) or 'expression'."""
 
     kind: str
     items: tuple[str, ...]
@@ -76,6 +101,11 @@ def shape(text: str) -> Shape:
     """The shape of a `normal_form` text; a list's items are its top-level comma-separated parts."""
     if is_prose(text):
         return Shape("prose", (text,))
+    matrix = _WHOLE_MATRIX_RE.fullmatch(text)
+    if matrix:
+        rows = [row.split("&") for row in matrix[2].split("\\\\")]
+        size = f"{matrix[1]} {len(rows)}x{'/'.join(str(len(row)) for row in rows)}"
+        return Shape("matrix", tuple(entry for row in rows for entry in row), size)
     parts = split_top_level(text)
     if len(parts) > 1:
         return Shape("list", tuple(parts))
@@ -85,13 +115,17 @@ def shape(text: str) -> Shape:
     return Shape("expression", (text,))
 
 
-def thousands(text: str, gold: bool) -> bool:
-    """'1,200' read as one number. A gold answer's plain comma separates answers ('70,110' is a pair)
-    unless a group starts with 0 ('10,080' cannot be a list of two integers); a prediction is read as
-    a number whenever it has the thousands form (the gold decides whether a list was asked for)."""
+def thousands(text: str, gold: bool, predicted: str = "") -> bool:
+    """'1,200' read as one number. A prediction is read as a number whenever it has the thousands form
+    (the gold decides whether a list was asked for). A gold whose comma groups are all three digits
+    ('771,400') is one number when the `predicted` text is one number, and a pair when it is a pair
+    ('70,110' against '110, 70'); a group starting with 0 ('10,080') cannot be a list of two integers."""
     if not _THOUSANDS_RE.fullmatch(text):
         return False
-    return not gold or any(group.startswith("0") for group in text.split(",")[1:])
+    if not gold or any(group.startswith("0") for group in text.split(",")[1:]):
+        return True
+    written = normal_form(predicted)  # a space after a comma is a list as written ('400, 771')
+    return shape(written).kind != "list" or (thousands(written, gold=False) and not re.search(r",\s", predicted))
 
 
 def split_top_level(text: str) -> list[str]:
@@ -117,28 +151,55 @@ def exact_decimals(text: str) -> str:
     return _DECIMAL_RE.sub(lambda m: f"\\frac{{{m[1]}{m[2]}}}{{1{'0' * len(m[2])}}}", text)
 
 
-def decide(predicted: str, gold: str, rel_tol: float = 0.0) -> bool | tuple[str, str]:
-    """True/False when decided in-process, else the (predicted, gold) pair math-verify must judge.
+Pair = tuple[str, str]
+_TEXT_ANSWER_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textnormal)\s*\{[^{}0-9]*[A-Za-z][^{}0-9]*\}")
 
-    Prose is equal only as text; a list only to a list of as many items (in any order); an interval
-    only to one with the same brackets; numbers exactly (within `rel_tol` where the task sets one);
-    everything else symbolically, with decimals made exact fractions."""
+
+def decide(predicted: str, gold: str, rel_tol: float = 0.0) -> bool | Pair | list[Pair]:
+    """True/False when decided in-process, else the (predicted, gold) pair, or the pairs of entries, that
+    math-verify must judge (all of them equivalent: correct).
+
+    Prose and `\\text{}` answers are equal only as text, ignoring case; matrices, tuples and intervals entry
+    by entry, in the same layout or brackets; a list only to a list of as many items (in any order); numbers
+    exactly (within `rel_tol` where the task sets one); everything else symbolically, with decimals made
+    exact fractions."""
     p, g = normal_form(predicted), normal_form(gold)
     if compact(p) == compact(g):
         return True
     ps, gs = shape(p), shape(g)
-    if "prose" in (ps.kind, gs.kind):
+    if "prose" in (ps.kind, gs.kind) or _TEXT_ANSWER_RE.fullmatch(gold.strip().strip("$").strip()):
         return compact(p).lower() == compact(g).lower()
-    if gs.kind == "list" and not thousands(g, gold=True):
+    if "matrix" in (ps.kind, gs.kind):
+        return ps.brackets == gs.brackets and _decide_entries(ps.items, gs.items, rel_tol)
+    if gs.kind == "list" and not thousands(g, gold=True, predicted=predicted):
         return _decide_lists(ps.items if not _is_set(p) else split_top_level(p[2:-2]), gs.items)
     if ps.kind == "list" and not thousands(p, gold=False):
         return False  # a sequence or several answers where one was asked: '9, 18, 27, 36, ...'
-    if ps.kind == "bracketed" and gs.kind == "bracketed" and ps.brackets != gs.brackets:
-        return False  # '(-36,104]' is not '[-36,104]'
+    if ps.kind == "bracketed" and gs.kind == "bracketed":
+        return ps.brackets == gs.brackets and _decide_entries(_entries(ps), _entries(gs), rel_tol)
     pv, gv = parse_number(p), parse_number(g)
     if pv is not None and gv is not None:
         return values_equal(pv, gv, g, rel_tol, rounded_gold=False)
     return exact_decimals(p), exact_decimals(g)
+
+
+def _entries(bracketed: Shape) -> list[str]:
+    """The entries of a tuple or of each interval, in order, with an end marker per piece: '(1,2)' -> ['1', '2', '|']."""
+    return [entry for piece in bracketed.items for entry in (*split_top_level(piece[1:-1]), "|")]
+
+
+def _decide_entries(predicted: Sequence[str], gold: Sequence[str], rel_tol: float) -> bool | list[Pair]:
+    """Entry by entry, in order: False as soon as one differs or the counts do; the pairs math-verify must judge."""
+    if len(predicted) != len(gold):
+        return False
+    pending: list[Pair] = []
+    for p, g in zip(predicted, gold):
+        verdict = decide(p, g, rel_tol)
+        if verdict is False:
+            return False
+        if verdict is not True:
+            pending += verdict if isinstance(verdict, list) else [verdict]
+    return pending or True
 
 
 def _is_set(text: str) -> bool:
