@@ -1,4 +1,4 @@
-"""The arrows of METHOD.md §2 for every arm, with stand-in stages that record where each output came from.
+"""The arrows of docs/method.md §2 for every arm, with stand-in stages that record where each output came from.
 
 Each stand-in writes its output with its provenance: samples name the model that wrote them, D_t the
 samples' writer, F_t its init, θ_t the two models it merged. Changing any arrow of the loop (G = F_t
@@ -81,7 +81,7 @@ def provenance(layout: RunLayout, arm: str, t: int) -> dict:
 
 
 def expected(arm: str, t: int) -> dict:
-    """METHOD.md §2 by hand: G = θ0 at t = 1, then the arm's θ_{t−1} (F_{t−1} where it does not merge)."""
+    """docs/method.md §2 by hand: G = θ0 at t = 1, then the arm's θ_{t−1} (F_{t−1} where it does not merge)."""
     merges = arm in ("imm", "distill_imm")
     previous = "θ0" if t == 1 else f"{'θ' if merges else 'F'}[{arm},{t - 1}]"
     writer = "teacher" if arm.startswith("distill") else previous

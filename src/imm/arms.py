@@ -13,7 +13,7 @@ an arm evaluates its θ_t only; its F_t is evaluated at t = 1, where every arm s
 G is the model the next iteration samples from (self-improvement) and fine-tunes from when
 `finetune.init_from` is `generator` [paper code]. A distillation arm's G is its student: the teacher
 writes every iteration's solutions and the student keeps learning from its own θ_t. The merge block
-is the run's `merge:` section; METHOD.md §2 is the spec.
+is the run's `merge:` section; docs/method.md §2 is the spec.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from imm.errors import UserError
 
 
 class Stage(StrEnum):
-    """The loop's stages (METHOD.md §2), in the order an iteration runs them."""
+    """The loop's stages (docs/method.md §2), in the order an iteration runs them."""
 
     SAMPLE = "sample"  # S_t
     VERIFY = "verify"  # D_t

@@ -22,6 +22,7 @@ INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 # name -> (module with configure(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("imm.loop", "run self-improvement and IMM side by side (the whole loop)"),
+    "plan": ("imm.plan", "what a run will ask for before it starts: work, memory, disk, time"),
     "world": ("imm.world.build", "build the built-in task world and its tiny base model"),
     "merge": ("imm.merging.cli", "merge Hugging Face checkpoints (mergekit-style YAML)"),
     "eval": ("imm.evaluation", "evaluate a model on reasoning tasks"),

@@ -3,7 +3,7 @@
 One YAML file per experiment (`imm/configs/<name>.yaml` ships `default` and `smoke`), dotted
 `key=value` overrides on the command line, unknown keys rejected with their dotted path, and the
 resolved config written into every run folder. Every choice the paper leaves open is a named field
-here, read in exactly one place; comments mark [paper] and [ours] as METHOD.md does.
+here, read in exactly one place; comments mark [paper] and [ours] as docs/method.md does.
 
 Fields made with `run_option(...)` say how to run, not what is run (device, dtype, threads, batch
 sizes of generation): a run folder resumes under other run options, never under other experiment

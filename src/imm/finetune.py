@@ -1,4 +1,4 @@
-"""Fine-tuning: SFT on the verified samples (METHOD.md §2, F_t = fine-tune(init, D_t)).
+"""Fine-tuning: SFT on the verified samples (docs/method.md §2, F_t = fine-tune(init, D_t)).
 
 An explicit training loop, no Trainer: loss on the response tokens only, AdamW, linear warm-up then
 cosine decay, gradient accumulation, gradient clipping, length-bucketed batches (little padding),

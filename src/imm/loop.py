@@ -1,4 +1,4 @@
-"""`imm run`: self-improvement, distillation and Iterative Model Merging side by side (METHOD.md §2).
+"""`imm run`: self-improvement, distillation and Iterative Model Merging side by side (docs/method.md §2).
 
     imm run [--config NAME|PATH] [KEY=VALUE ...] [--restart]
 
@@ -101,7 +101,7 @@ def trains_side_by_side(cfg: RunConfig) -> bool:
 
 
 def run_loop(cfg: RunConfig, restart: bool = False, stages: Stages | None = None) -> Path:
-    """METHOD.md §2 for every arm at once, one line per arrow; imm.stage_runner skips what is done, links what
+    """docs/method.md §2 for every arm at once, one line per arrow; imm.stage_runner skips what is done, links what
     arms share and trains an iteration's independent fine-tunes at once."""
     started = time.perf_counter()
     with open_run(cfg, restart) as (layout, models):  # checked, locked, config.yaml written; θ0 and the teacher found

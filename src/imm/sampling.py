@@ -1,4 +1,4 @@
-"""Sampling: K chain-of-thought completions per prompt from the generator (METHOD.md §2, S_t).
+"""Sampling: K chain-of-thought completions per prompt from the generator (docs/method.md §2, S_t).
 
 `sample_questions` is the loop's sampling stage: S_t as `Sample` records, each judged by the task's
 one checker, written to samples.jsonl, with the generation settings beside it (generation.json).

@@ -1,6 +1,6 @@
 """Independent stages at once on a CPU, each in a forked process with its share of torch's threads.
 
-`imm run` trains the arms' independent F_t of an iteration this way (METHOD.md §2: after t = 1 every arm
+`imm run` trains the arms' independent F_t of an iteration this way (docs/method.md §2: after t = 1 every arm
 fine-tunes its own D_t from its own G). A fine-tune's matrix products use two threads fully, its many small
 operations do not: on the 2-core machine two of the default run's fine-tunes on one thread each, at once,
 end in 0.84 of the time they take one after the other on two (docs/benchmarks.md). A fine-tune on the built-in model gives the same weights, bit for bit, on one thread

@@ -1,4 +1,4 @@
-"""Layer analysis (METHOD.md §3): where self-improvement's updates land and which layers do the reasoning.
+"""Layer analysis (docs/method.md §3): where self-improvement's updates land and which layers do the reasoning.
 
     weights         a checkpoint's tensors streamed chunk by chunk (via imm.tensor_files), tied embeddings
     updates         per-layer, per-module ‖Δ‖₂, relative change, step, cosine and merge pull-back

@@ -1,4 +1,4 @@
-"""`imm analyze`: where the updates landed and which layers do the reasoning (METHOD.md §3).
+"""`imm analyze`: where the updates landed and which layers do the reasoning (docs/method.md §3).
 
     imm analyze RUN_DIR                               every arm and iteration of a run (skips done ones)
     imm analyze --base A --model B --out DIR          any two compatible checkpoints (DIR new, or --overwrite)

@@ -1,4 +1,4 @@
-"""Layer importance for reasoning on a fixed probe set of verified solutions (METHOD.md §3).
+"""Layer importance for reasoning on a fixed probe set of verified solutions (docs/method.md §3).
 
     ablation  accuracy(θ) − accuracy(θ with block l skipped), greedy, zero-shot: the accuracy drop
     gradient  ‖∇_{θ_l} L‖₂, L = the SFT loss (mean over response tokens of the whole probe) on the

@@ -1,4 +1,4 @@
-"""Superficiality figures (METHOD.md §3): do updates avoid the reasoning-critical layers?
+"""Superficiality figures (docs/method.md §3): do updates avoid the reasoning-critical layers?
 
 Across decoder blocks l, with importance I_l (of θ0) and update U_l = ‖X_l − θ0_l‖₂:
     spearman        rank correlation of I and U (negative: updates avoid the critical layers)

@@ -1,4 +1,4 @@
-"""Per-layer, per-module update magnitudes between checkpoints of one architecture (METHOD.md §3).
+"""Per-layer, per-module update magnitudes between checkpoints of one architecture (docs/method.md §3).
 
 One streaming pass over the base θ0 and a few named checkpoints X_i collects, per tensor, the Gram
 matrix of the task vectors ⟨X_i − θ0, X_j − θ0⟩ and ‖θ0‖². These sums add up over tensors, so every

@@ -1,4 +1,4 @@
-"""Collapse and diversity of K sampled completions per question (METHOD.md §3) [ours].
+"""Collapse and diversity of K sampled completions per question (docs/method.md §3) [ours].
 
 Every function takes the K texts (or answers) of ONE question; `mean_over_questions` averages a
 per-question figure over a data set. Texts are split on whitespace: the figures describe what the

@@ -1,5 +1,5 @@
 """The run's evaluation of one model: greedy accuracy on every in-domain and out-of-domain task, and
-pass@K and the collapse figures on the in-domain test questions (METHOD.md §3)."""
+pass@K and the collapse figures on the in-domain test questions (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What every task is: problems with gold answers, a prompt, and a judge (METHOD.md §2 formats)."""
+"""What every task is: problems with gold answers, a prompt, and a judge (docs/method.md §2 formats)."""
 
 from __future__ import annotations
 

@@ -42,6 +42,6 @@ def letter_of(answer: object, n_options: int) -> str:
 
 
 def choice_solution(rationale: str, letter: str) -> str:
-    """A worked solution in METHOD.md form: the rationale on one line, ending 'The answer is (X).'"""
+    """A worked solution in docs/method.md form: the rationale on one line, ending 'The answer is (X).'"""
     body = " ".join(line.strip() for line in rationale.splitlines() if line.strip())
     return f"{body} The answer is ({letter}).".strip()

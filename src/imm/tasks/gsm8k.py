@@ -3,7 +3,7 @@
 Local format (openai/grade-school-math `grade_school_math/data/`, or ../shared/data/gsm8k/):
 `train.jsonl` / `test.jsonl`, one object a line with `question` and `answer`, where `answer` is the
 worked solution with calculator notes `<<48/2=24>>` and ends "#### N". Gold: N without commas.
-The solution becomes METHOD.md's form: notes removed, one line, ending "The answer is N."
+The solution becomes docs/method.md's form: notes removed, one line, ending "The answer is N."
 Hub: openai/gsm8k (config "main").
 """
 

@@ -1,4 +1,4 @@
-"""Answer extraction and checking: the single definition of "correct" (METHOD.md §2).
+"""Answer extraction and checking: the single definition of "correct" (docs/method.md §2).
 
 The loop's training filter and every evaluation call `check` / `check_many`, so what is trained on
 and what is reported can never disagree. Metric names follow lm-evaluation-harness: `strict-match`

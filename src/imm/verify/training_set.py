@@ -1,4 +1,4 @@
-"""D_t = verify(S_t): the verified samples that fine-tuning trains on (METHOD.md §2).
+"""D_t = verify(S_t): the verified samples that fine-tuning trains on (docs/method.md §2).
 
 A sample is kept when the task's one checker judged it correct (`Sample.correct`, the same verdict
 evaluation uses), optionally with every written step right, de-duplicated per question and capped.
