@@ -135,7 +135,7 @@ def test_block_influence_is_zero_for_an_identity_block_and_blind_to_padding(worl
 def test_the_probe_never_sees_a_scored_or_sampled_problem():
     """The default run scores the test splits of six families and samples arith's first 1000 training
     problems; its probe (arith's last 64 training problems) shares no question with any of them. A run that
-    would sample into the probe is refused before any model is loaded."""
+    samples into the probe (4,000 training problems: 3,937 + 64 is one too many) is told how many it shares."""
     cfg = load_config("default")
     probe = imp.probe_set(cfg.analysis.probe_task, cfg.analysis.probe_size)
     asked = {p.question for p in probe.problems}
@@ -144,9 +144,9 @@ def test_the_probe_never_sees_a_scored_or_sampled_problem():
         assert not asked & {p.question for p in get_task(name).problems("test")}, name
     sampled = get_task(cfg.data.train_task).problems("train")[:cfg.data.train_questions]
     assert not asked & {p.question for p in sampled}
-    imp.check_probe_unsampled("arith", 64, "arith", 4000 - 64)  # fits exactly
-    with pytest.raises(imp.UserError, match="exceed the 4000 training problems"):
-        imp.check_probe_unsampled("arith", 64, "arith", 4000 - 63)
+    assert imp.probe_overlap("arith", 64, "arith", 4000 - 64) == 0  # fits exactly
+    assert imp.probe_overlap("arith", 64, "arith", 4000 - 63) == 1
+    assert imp.probe_overlap("arith", 64, "arith_vocab", 4000) == 0  # another task's training split
 
 
 def test_probe_set_takes_verified_training_problems_and_rejects_bad_input():

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 from imm import config
-from imm.analysis.importance import check_probe_unsampled
 from imm.arms import ARMS, check_arms, needs_teacher
 from imm.config import RunConfig
 from imm.engines.vllm import check_vllm
@@ -70,8 +69,6 @@ def checks(cfg: RunConfig) -> list[Check]:
         lambda: _check_merge(cfg.merge),
         lambda: check_eval(cfg.eval),
         *[lambda spec=spec: get_task(spec) for spec in _task_specs(cfg)],
-        lambda: cfg.analysis.enabled and check_probe_unsampled(cfg.analysis.probe_task, cfg.analysis.probe_size,
-                                                               cfg.data.train_task, cfg.data.train_questions),
         lambda: _require(not _needs_teacher(cfg) or bool(cfg.model.teacher),
                          "a distillation arm needs model.teacher=PATH_OR_HUB_ID"),
         *[lambda model=model: _check_model_files(model, cfg.model.allow_pickle) for model in _models(cfg)],

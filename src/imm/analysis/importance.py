@@ -10,7 +10,7 @@
 
 The probe is the last `size` training problems of a task that carry a gold solution: never a scored (test)
 problem, and never one the loop samples (it samples the first `data.train_questions` training problems;
-`check_probe_unsampled` refuses a run whose two would meet). The prompt is the run's
+a run whose two meet says so as it starts: `probe_overlap`). The prompt is the run's
 (imm.prompts, as sampling and evaluation build it) and the response the gold solution, each fitted to the
 run's finetune.max_length as fine-tuning fits its examples (imm.finetune.encode_examples: the response
 whole, the prompt shortened from the left but never losing its question).
@@ -71,16 +71,12 @@ def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig(),
     return Probe(task, problems, prompt, max_length)
 
 
-def check_probe_unsampled(probe_task: str, probe_size: int, train_task: str, train_questions: int) -> None:
-    """Refuse a probe that would share problems with the loop's sampled training questions (the first
-    `train_questions` of the training split, where the probe takes the last `probe_size`)."""
+def probe_overlap(probe_task: str, probe_size: int, train_task: str, train_questions: int) -> int:
+    """How many probe problems the loop also samples (the first `train_questions` of the training split, where
+    the probe takes the last `probe_size`): 0 unless a run samples nearly every training problem."""
     if probe_task != train_task:
-        return
-    held = len(get_task(train_task).problems(PROBE_SPLIT))
-    if train_questions + probe_size > held:
-        raise UserError(f"data.train_questions={train_questions} and analysis.probe_size={probe_size} together exceed "
-                        f"the {held} training problems of {train_task!r}, so the probe would see sampled problems; "
-                        f"lower one of them to at most {held} in total")
+        return 0
+    return max(0, train_questions + probe_size - len(get_task(train_task).problems(PROBE_SPLIT)))
 
 
 def probe_examples(tokenizer, probe: Probe) -> list[tuple[list[int], list[int]]]:
