@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 from imm.config import load_config
+from imm.layout import RunLayout, eval_samples, read_jsonl
 from imm.evaluation.suite import evaluate_on_run_tasks
-from imm.layout import RunLayout
 from imm.stage_runner import EVAL, stage_seed
 from imm.report import compare
 from imm.report.build import build, data_table
@@ -44,12 +44,14 @@ def test_two_identical_checkpoints_give_identical_collapse_figures(tmp_path):
     cfg = load_config("smoke", (f"out_dir={tmp_path}", "eval.limit=4", "eval.diversity_questions=6",
                                 "eval.diversity_k=4", "eval.max_new_tokens=40", "model.threads=1"))
     copies = [shutil.copytree(resolve_model_path(BUILTIN), tmp_path / name) for name in ("a", "b")]
-    figures = []
+    figures, texts = [], []
     for folder, seed in zip([*copies, copies[0]], [stage_seed(0, 0, EVAL)] * 2 + [stage_seed(0, 2, EVAL)]):
         out = tmp_path / f"{folder.name}-{seed}.json"
         evaluate_on_run_tasks(folder, cfg.data, cfg.prompt, cfg.eval, cfg.model, cfg.sampling, seed, out)
         figures.append(json.loads(out.read_text())["arith@diversity"]["metrics"])
-    assert figures[0] == figures[1]
+        texts.append([r["completion"] for r in read_jsonl(eval_samples(out)) if r["sample"] != "greedy"])
+    assert len(texts[0]) == 6 * 4  # the K samples of every diversity question are kept beside the greedy answers
+    assert texts[0] == texts[1] and figures[0] == figures[1]
     assert {m: figures[0][m] for m in COLLAPSE} == {m: figures[1][m] for m in COLLAPSE}
     assert figures[2] != figures[0]  # other dice, same weights: other figures (what the report once called a change)
 
