@@ -169,8 +169,14 @@ LEARNING = ("iterations=1", "arms=[imm]", "analysis.enabled=false", "eval.limit=
 
 
 def learning_overrides(data: Path) -> list[str]:
-    """SETTING_PLACEHOLDER"""
-    raise NotImplementedError
+    """MAWPS SingleOp (one-operation word problems, one file: its first 12 rows are the training questions), the
+    chat prompt alone (0 shots), K = 4 at temperature 0.6, 128 new tokens. Measured beforehand: greedy, zero-shot,
+    the model solved 3 of the first 12 SingleOp questions (strict-match), against 0 of 12 on SVAMP and GSM8K."""
+    singleop = data / "qwen25math_eval" / "mawps" / "singleop.jsonl"
+    return [f"data.train_task=mawps_singleop={singleop}", f"data.id_tasks=[mawps_singleop={singleop}]",
+            f"data.ood_tasks=[svamp={data / 'svamp' / 'SVAMP.json'}]", f"analysis.probe_task=mawps_singleop={singleop}",
+            "data.train_questions=12", "sampling.k=4", "sampling.temperature=0.6", "sampling.max_new_tokens=128",
+            "prompt.shots=0"]
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from imm.arms import Arm, Source, shared_stages
-from imm.config import FinetuneMethod, InitFrom, RunConfig
+from imm.config import CheckpointDtype, FinetuneMethod, ImportanceKind, InitFrom, RunConfig
 from imm.errors import UserError
 from imm.merging.merge_back import fine_tunes
 from imm.plan_memory import BYTES, MIB, Memory, ModelShape, generation_memory, lora_parameters, lora_saved, \
@@ -149,10 +149,10 @@ def _evaluate(plan: Plan) -> None:
 def _importance(plan: Plan) -> None:
     """θ0's layer importance, computed once per run: ablation asks the probe once per block and once whole."""
     a, w = plan.cfg.analysis, plan.work["analyse"]
-    if "ablation" in a.importance:
+    if ImportanceKind.ABLATION in a.importance:
         asked = (plan.shape.blocks + 1) * a.probe_size
         w.add(prompts=asked, samples=asked, generated_tokens=asked * plan.cfg.eval.max_new_tokens)
-    if "gradient" in a.importance:
+    if ImportanceKind.GRADIENT in a.importance:
         w.add(train_sequences=a.probe_size, train_tokens=a.probe_size * sequence_tokens(plan, mean=True))
 
 
@@ -212,7 +212,6 @@ def checkpoint_bytes(plan: Plan) -> int:
     from its weights when local, from its config.json for a hub id)."""
     from pathlib import Path
 
-    from imm.config import CheckpointDtype
     from imm.models import checkpoint_dtype, resolve_model_path
 
     setting = plan.cfg.model.checkpoint_dtype
