@@ -10,6 +10,7 @@ from transformers import LlamaForCausalLM
 
 from imm.analysis import importance as imp
 from imm.analysis.importance_cache import cached_importance
+from imm.config import load_config
 from imm.finetune import collate, encode_example, sum_loss
 from imm.engines.hf import generate
 from imm.tasks.base import Task
@@ -131,7 +132,24 @@ def test_block_influence_is_zero_for_an_identity_block_and_blind_to_padding(worl
     assert [padded.values[i] for i in range(3)] == pytest.approx([alone.values[i] for i in range(3)], abs=1e-5)
 
 
-def test_probe_set_takes_verified_test_problems_and_rejects_bad_input():
+def test_the_probe_never_sees_a_scored_or_sampled_problem():
+    """The default run scores the test splits of six families and samples arith's first 1000 training
+    problems; its probe (arith's last 64 training problems) shares no question with any of them. A run that
+    samples into the probe (4,000 training problems: 3,937 + 64 is one too many) is told how many it shares."""
+    cfg = load_config("default")
+    probe = imp.probe_set(cfg.analysis.probe_task, cfg.analysis.probe_size)
+    asked = {p.question for p in probe.problems}
+    assert len(asked) == cfg.analysis.probe_size
+    for name in (*cfg.data.id_tasks, *cfg.data.ood_tasks):
+        assert not asked & {p.question for p in get_task(name).problems("test")}, name
+    sampled = get_task(cfg.data.train_task).problems("train")[:cfg.data.train_questions]
+    assert not asked & {p.question for p in sampled}
+    assert imp.probe_overlap("arith", 64, "arith", 4000 - 64) == 0  # fits exactly
+    assert imp.probe_overlap("arith", 64, "arith", 4000 - 63) == 1
+    assert imp.probe_overlap("arith", 64, "arith_vocab", 4000) == 0  # another task's training split
+
+
+def test_probe_set_takes_verified_training_problems_and_rejects_bad_input():
     probe = imp.probe_set("arith", 5)
     assert len(probe.problems) == 5 and all(p.solution.endswith(f"The answer is {p.answer}.") for p in probe.problems)
     with pytest.raises(imp.UserError, match="probe size"):

@@ -92,7 +92,7 @@ def test_markdown_tables_carry_the_hand_derived_numbers(tmp_path):
     assert "| θ0 | 0 | 50.0 | 75.0 | 75.0 |" in text
     assert "| self_improve F_t | 1 | 100.0 | 25.0 | 25.0 |" in text
     assert "| imm θ_t (merged) | 1 | 75.0 | 100.0 | 100.0 |" in text
-    assert "| arith_vocab | +75.0 |" in text and "| 0.25 | 3 / 0 | +75.0 | 1/1 |" in text
+    assert "| arith_vocab | +75.0 |" in text and "| 0.25 | +75.0 | 0.25 | 3 / 0 | - | - |" in text
     assert "| self_improve | 1 | 0.0 / 50.0 | 50.0 / 0.0 |" in text  # arith: learned 2 of 4; vocab: forgot 2
     assert "| self_improve | 1 | F_t | ablation | -1.00 | 0.083 | 3.3 (uniform 25.0) |" in text
     assert "arith_vocab problem arith_vocab-0 (gold 0): θ0: ✓ 0; self_improve t=1: ✗ 7; imm t=1: ✓ 0" in text
@@ -138,15 +138,21 @@ def test_claims_in_words_follow_the_intervals(tmp_path):
     cli(["report", str(run), "--markdown", str(md)])
     summary = md.read_text().split("## Accuracy")[0]
     assert "**self_improve** after 1 iteration, against θ0: arith (ID): no clear difference, +50.0 pts" in summary
-    assert "at t = 1: arith: no clear difference, -25.0 pts (95% interval -75.0 to +0.0); arith_vocab higher: +75.0 pts" in summary
+    assert "at t = 1: arith: no clear difference, -25.0 pts (95% interval -75.0 to +0.0)" in summary
+    assert "arith_vocab higher: +75.0 pts (95% interval +25.0 to +100.0)" in summary
+    assert "conditional on this one trained model: the page makes no claim about training randomness" in summary
 
 
 def test_seeds_are_reported_together_with_their_spread(tmp_path):
+    """Two seeds with the same answers: imm − self_improve on arith_vocab is b − a = [1, 1, 0, 1] in both, so
+    var(d_s) = 0, c = [1, 1, 0, 1] with var 1/4, /P = 1/16: se = 1/4, t = 0.75/0.25 = 3 with df = 1:
+    p = 1 − 2·atan(3)/π = 0.205. The interval ±12.706·0.25 is cut to [−1, 1]. A claim would need
+    t(0.975, n − 1) < 3: n = 5 (t(4) = 2.776, t(3) = 3.182). McNemar per run: 2·(½)³ = 0.25."""
     runs = [make_run(tmp_path / f"seed{s}", seed=s) for s in (0, 1)]
     md = tmp_path / "t.md"
     assert cli(["report", *map(str, runs), "--out", str(tmp_path / "together"), "--markdown", str(md)]) == 0
     assert "| θ0 | 0 | 50.0 (50.0–50.0) |" in md.read_text()
-    assert "| 0.0312 | 6 / 0 | +75.0, +75.0 | 2/2 |" in md.read_text()  # pooled: 6 discordant, p = 2·(½)^6 = 0.03125
+    assert "| arith_vocab | +75.0 | -100.0 to +100.0 | 0.205 | +75.0, +75.0 | 0.25, 0.25 | 6 / 0 | 2/2 | ≥ 5 |" in md.read_text()
 
 
 @pytest.mark.parametrize("case", ["missing", "no-config", "several-without-out", "other-experiment", "same-seed",

@@ -2,10 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imm.evaluation.diversity import ead, vocabulary_size
-from imm.report.stats import Paired, mcnemar_p, paired, paired_bootstrap, permutation_p, pooled
+from imm.report.stats import (Paired, mcnemar_p, paired, paired_bootstrap, permutation_p, pooled, seed_interval,
+                              seeds_needed, t_cdf, t_quantile)
 
 
 def test_paired_counts_what_only_one_model_solves():
@@ -64,3 +68,51 @@ def test_ead_by_hand():
     assert ead(texts, 2, 3) == pytest.approx(6 / 5)
     assert ead(["a"], 2, 3) is None
     assert math.isclose(ead(["x y z"], 1, 1), 3.0)  # V=1: the expected count is 1, so EAD = D
+
+
+def test_t_distribution_matches_the_printed_tables():
+    """t(0.975, df) from any table: 12.706, 4.303, 3.182, 2.776, 2.262 (df 1, 2, 3, 4, 9). df = 1 is Cauchy:
+    P(T ≤ 1) = ½ + atan(1)/π = 0.75."""
+    assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 3, 4, 9)] == [12.706, 4.303, 3.182, 2.776, 2.262]
+    assert t_cdf(1.0, 1) == pytest.approx(0.75) and t_cdf(-1.0, 1) == pytest.approx(0.25)
+    assert t_cdf(0.0, 6) == pytest.approx(0.5)
+
+
+def test_seed_interval_counts_the_seeds_and_the_problems():
+    """Three seeds, four problems, b − a:  s1 [1,0,0,0], s2 [1,1,0,0], s3 [0,0,0,0].
+    Per seed d = 1/4, 1/2, 0: mean 1/4, var(d) = (0 + 1/16 + 1/16)/2 = 1/16, so var/S = 1/48.
+    Per problem c = 2/3, 1/3, 0, 0: Σ(c − ¼)² = (25 + 1 + 9 + 9)/144 = 11/36, var(c) = 11/108, /P = 11/432.
+    Residuals x − d_s − c_i + ¼: s1 [1/3, −1/3, 0, 0], s2 [1/12, 5/12, −1/4, −1/4], s3 [−5/12, −1/12, 1/4, 1/4];
+    Σ² = 2/9 + 11/36 + 11/36 = 5/6 over (S−1)(P−1) = 6: MS_rest = 5/36, /(SP) = 5/432.
+    Problems' share 11/432 − 5/432 = 1/72; se² = 1/48 + 1/72 = 5/144; half-width 4.302653·√(5/144) = 0.80175;
+    the upper end 1.05 is cut to 1, the largest possible difference of two accuracies. t = ¼/√(5/144) =
+    1.34164, and with df = 2 P(|T| ≤ t) = t/√(2 + t²), so p = 1 − 1.34164/√3.8 = 0.3117."""
+    values = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=float)
+    s = seed_interval(values)
+    half = 4.302652729749464 * math.sqrt(5 / 144)
+    assert (s.mean, s.seeds) == (0.25, 3)
+    assert (s.low, s.high) == (pytest.approx(0.25 - half), 1.0)
+    assert s.seed_variance == pytest.approx(1 / 16) and s.problem_variance == pytest.approx(1 / 72)
+    t = 0.25 / math.sqrt(5 / 144)
+    assert not s.claims and s.p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    with pytest.raises(ValueError, match="two seeds"):
+        seed_interval(values[:1])
+
+
+@settings(deadline=None)  # no wall-clock limit: a loaded machine must not fail a correct property
+@given(st.lists(st.lists(st.integers(-1, 1), min_size=5, max_size=5), min_size=3, max_size=3))
+def test_a_three_seed_interval_holds_every_seeds_own_difference(rows):
+    """max |d_s − mean| ≤ s·(S−1)/√S = 1.155·s and the half-width is at least t(0.975, 2)·s/√3 = 2.484·s."""
+    s = seed_interval(np.array(rows, dtype=float))
+    for row in rows:
+        assert s.low - 1e-12 <= sum(row) / len(row) <= s.high + 1e-12
+
+
+def test_seeds_needed_solves_for_the_smallest_sufficient_n():
+    """Mean 0.75, no seed spread, problems' share 1/16 (se 0.25): a claim needs t(0.975, n − 1) < 3, first met
+    at n − 1 = 4 (0.25·2.776 = 0.694; 0.25·3.182 = 0.796 at n = 4). With seed variance 1 as well,
+    t(0.975, n − 1)·√(1/n + 1/16) < 0.75 first holds at n = 17 (√(0.1213)·2.120 = 0.738; at n = 16
+    √(0.125)·2.131 = 0.7536). Mean 0.1: even no seed spread leaves t·0.25 ≥ 1.96·0.25 = 0.49 > 0.1."""
+    assert seeds_needed(0.75, 0.0, 1 / 16) == 5
+    assert seeds_needed(0.75, 1.0, 1 / 16) == 17
+    assert seeds_needed(0.1, 0.0, 1 / 16) is None

@@ -29,6 +29,7 @@ from typing import Callable
 
 from imm import report
 from imm.analysis import analyze_iteration
+from imm.analysis.importance import probe_overlap
 from imm.analysis.importance_cache import cached_importance
 from imm.config import RunConfig, per_seed, seeds_report_dir
 from imm.evaluation.suite import evaluate_on_run_tasks
@@ -59,6 +60,11 @@ class Stages:
 
 
 def real_stages(cfg: RunConfig, layout: RunLayout, base: Path) -> Stages:
+    a = cfg.analysis
+    if a.enabled and (shared := probe_overlap(a.probe_task, a.probe_size, cfg.data.train_task, cfg.data.train_questions)):
+        print(f"warning: {shared} of the {a.probe_size} importance probe problems are also sampled training questions "
+              f"(never scored ones); lower data.train_questions by {shared} to keep them apart", flush=True)
+
     def base_importance(kind: str) -> list[float]:  # θ0's, per block: what imm_layerwise reads
         a = cfg.analysis
         values = cached_importance(base, [kind], layout.importance_cache, probe_task=a.probe_task,

@@ -34,6 +34,11 @@ from imm.run_lock import RunLock
 from imm.stage_memory import StageMemory
 
 
+# Common random numbers: every evaluation (θ0's, and every F_t and θ_t at every iteration) draws its sampled
+# answers (the collapse figures) from iteration 0's seed, so identical weights give identical figures.
+EVAL = "eval"
+
+
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
     """One seed per (run seed, iteration, stage), the same in every arm: arms differ only by their record."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{iteration}/{stage}".encode()).digest()[:4], "big")
@@ -194,7 +199,7 @@ class Runner:
         references = {GENERATOR: self.models.base, **({TEACHER: self.models.teacher} if self.models.teacher else {})}
         for name, model in references.items():
             out = self.layout.reference_evaluation(name)
-            self.step(None)(Stage.EVALUATE, lambda: self.stages.evaluate(model, self.seed(0, "eval"), out), out)
+            self.step(None)(Stage.EVALUATE, lambda: self.stages.evaluate(model, self.seed(0, EVAL), out), out)
 
     def iteration(self, t: int) -> list[ArmIteration]:
         """Each arm's iteration t from its G: θ0 at t = 1, else the model its iteration t − 1 handed on."""
@@ -260,7 +265,7 @@ class Runner:
             models = [FINETUNED] if it.arm.evaluates_finetuned or it.t == 1 else []
             for model in models + ([MERGED] if it.arm.merges else []):
                 out, path = self.layout.evaluation(it.arm.name, it.t, model), self.layout.model(it.arm.name, it.t, model)
-                self.step(it)(Stage.EVALUATE, lambda: self.stages.evaluate(path, self.seed(it.t, "eval"), out), out,
+                self.step(it)(Stage.EVALUATE, lambda: self.stages.evaluate(path, self.seed(0, EVAL), out), out,
                               shared=Stage.EVALUATE if model == FINETUNED else None)
 
     def analyse(self, arms: list[ArmIteration]) -> None:

@@ -8,7 +8,9 @@
               averaged over every real token of prompt + gold solution of the whole probe (padding masked);
               one forward pass, no generation, no gradient: cheap enough for real models
 
-The probe is the first `size` test problems of a task that carry a gold solution; the prompt is the run's
+The probe is the last `size` training problems of a task that carry a gold solution: never a scored (test)
+problem, and never one the loop samples (it samples the first `data.train_questions` training problems;
+a run whose two meet says so as it starts: `probe_overlap`). The prompt is the run's
 (imm.prompts, as sampling and evaluation build it) and the response the gold solution, each fitted to the
 run's finetune.max_length as fine-tuning fits its examples (imm.finetune.encode_examples: the response
 whole, the prompt shortened from the left but never losing its question).
@@ -31,7 +33,7 @@ from imm.tasks.base import Problem, Task
 from imm.tasks.registry import get_task
 from imm.tensor_files import BLOCK_CONTAINERS
 
-PROBE_SPLIT = "test"
+PROBE_SPLIT = "train"  # scored problems are test problems: the probe must not see them
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,27 @@ class Importance:
 
 def probe_set(task_name: str, size: int, prompt: PromptConfig = PromptConfig(),
               max_length: int = FinetuneConfig.max_length) -> Probe:
-    """The first `size` test problems of `task_name` that have a gold solution; UserError if none do."""
+    """The last `size` training problems of `task_name` that have a gold solution; UserError if none do, or
+    if any of them is also a test problem (a task whose two splits come from one file)."""
     if size < 1:
         raise UserError(f"probe size must be at least 1, got {size}; pass --probe-size 64")
     task = get_task(task_name)
-    problems = tuple(p for p in task.problems(PROBE_SPLIT) if p.solution)[:size]
+    problems = tuple(p for p in task.problems(PROBE_SPLIT) if p.solution)[-size:]
     if not problems:
-        raise UserError(f"task {task_name!r} has no test problems with a gold solution; pick another --probe task")
+        raise UserError(f"task {task_name!r} has no training problems with a gold solution; pick another --probe task")
+    scored = {p.question for p in task.problems("test")}
+    if any(p.question in scored for p in problems):
+        raise UserError(f"task {task_name!r}: its training problems include test problems, so the probe would see "
+                        f"scored problems; give the task separate train and test files, or pick another --probe task")
     return Probe(task, problems, prompt, max_length)
+
+
+def probe_overlap(probe_task: str, probe_size: int, train_task: str, train_questions: int) -> int:
+    """How many probe problems the loop also samples (the first `train_questions` of the training split, where
+    the probe takes the last `probe_size`): 0 unless a run samples nearly every training problem."""
+    if probe_task != train_task:
+        return 0
+    return max(0, train_questions + probe_size - len(get_task(train_task).problems(PROBE_SPLIT)))
 
 
 def probe_examples(tokenizer, probe: Probe) -> list[tuple[list[int], list[int]]]:

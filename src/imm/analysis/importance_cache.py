@@ -62,7 +62,8 @@ def cached_importance(
 ) -> dict[str, Importance]:
     """Importance of checkpoint `folder` for every kind in `kinds`, measuring (and loading) only what is missing."""
     check_kinds(kinds)
-    settings = {"probe_task": probe_task, "probe_size": probe_size, "max_new_tokens": max_new_tokens}
+    settings = {"probe_task": probe_task, "probe_size": probe_size, "max_new_tokens": max_new_tokens,
+                "probe_split": "train, last problems"}  # caches of the earlier test-split probe are not reused
     if prompt != PromptConfig():
         settings["prompt"] = asdict(prompt)  # the default prompt keeps the keys of caches written before prompts
     # The gradient and the influence generate nothing, so their cache entries do not depend on max_new_tokens;

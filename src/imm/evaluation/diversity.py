@@ -8,10 +8,13 @@ model wrote, independent of any tokenizer, so runs with different models stay co
     self-BLEU       mean BLEU-4 of each text against the other K-1 (Zhu et al., 2018, Texygen)
     unique answers  number of different final answers (no answer counts as one more)
     entropy         mean entropy (nats) of the sampling distribution per generated token
-    EAD-n           expectation-adjusted distinct-n: distinct n-grams D among N over the number a uniform
-                    draw from V words would give, V·(1 − ((V−1)/V)^N), so longer texts are not penalised
-                    (Liu et al., ACL 2022; Kirk et al., ICLR 2024, arXiv 2310.06452); V [ours]: the
-                    different words in all of one evaluation's samples
+    EAD             expectation-adjusted distinct words: distinct words D among N over the number N uniform
+                    draws from a vocabulary of V words would give, V·(1 − ((V−1)/V)^N), so longer texts are
+                    not penalised (Liu et al., ACL 2022, "Rethinking and Refining the Distinct Metric").
+                    V must be the same for every model compared: a model's own vocabulary would give a more
+                    collapsed model a smaller V and a higher EAD. The report (imm.report.ead) takes the union
+                    of the words of every model it compares; EAD is reported for words (n = 1) only, where the
+                    reference defines it
 """
 
 from __future__ import annotations

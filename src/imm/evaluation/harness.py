@@ -129,18 +129,16 @@ def _judge(
 
 
 def sample_metrics(task: Task, groups: Sequence[Sequence[dict[str, Any]]]) -> dict[str, float]:
-    """pass@K, maj@K (strict-match), sample accuracy and the collapse figures of K rows per question."""
+    """pass@K, maj@K (strict-match), sample accuracy and the collapse figures of K rows per question. (EAD is
+    not among them: its V must be one for every model compared, so the report computes it; imm.report.ead.)"""
     k = len(groups[0])
     keys = [[verify.answer_key(r["extracted"], task.answer_kind) for r in g] for g in groups]
     texts = [[r["completion"] for r in g] for g in groups]
-    vocabulary = diversity.vocabulary_size(texts)
     figures = {
         f"pass@{k}": _mean(any(r["correct"] for r in g) for g in groups),
         f"maj@{k}": _mean(_majority_correct(g, kk) for g, kk in zip(groups, keys)),
         "sample-accuracy": _mean(r["correct"] for g in groups for r in g),
         **{f"distinct-{n}": diversity.mean_over_questions(texts, lambda t, n=n: diversity.distinct_n(t, n))
-           for n in range(1, 5)},
-        **{f"ead-{n}": diversity.mean_over_questions(texts, lambda t, n=n: diversity.ead(t, n, vocabulary))
            for n in range(1, 5)},
         "self-bleu": diversity.mean_over_questions(texts, diversity.self_bleu),
         "unique-answers": diversity.mean_over_questions(keys, diversity.unique_answers),

@@ -49,6 +49,7 @@ def evaluate_on_run_tasks(model_path: Path, data: DataConfig, prompt: PromptConf
     if e.diversity_k:
         r = evaluated[-1]
         results[f"{r.task}@diversity"] = {"domain": "id", "n": r.n, "metrics": r.metrics}
+        rows += [row for row in r.rows if row["sample"] != "greedy"]  # the K samples: the report's EAD reads them
     atomic_write_jsonl(eval_samples(out), rows)
     atomic_write_json(out, results)
     id_acc = results[get_task(data.id_tasks[0]).name]["metrics"].get("strict-match")

@@ -29,17 +29,19 @@ def build(runs: list[Run], figures: bool = True) -> Report:
 # --- words ---------------------------------------------------------------------------------------
 
 def claim(d: Difference, subject: str) -> str:
-    """One difference in words, claiming a direction only where its interval excludes 0 and, with several
-    runs, every run agrees; otherwise saying that the data cannot tell."""
+    """One difference in words, claiming a direction only where its interval excludes 0 (with several runs, the
+    seed t-interval, which counts the training seed); otherwise saying that the data cannot tell, and how many
+    seeds a claim would need."""
     lo, hi = d.interval
-    size = f"{100 * d.total.difference:+.1f} pts (95% interval {describe_interval(lo, hi)}"
-    size += f"; {d.agreeing}/{len(d.per_run)} runs agree)" if len(d.per_run) > 1 else ")"
-    if lo > 0 or hi < 0:
-        direction = "higher" if lo > 0 else "lower"
-        if d.agreeing == len(d.per_run):
-            return f"{subject} {direction}: {size}"
-        return f"{subject} {direction} when pooled, but not in every run: {size}"
-    return f"{subject}: no clear difference, {size}"
+    size = f"{100 * d.estimate:+.1f} pts (95% interval {describe_interval(lo, hi)}"
+    size += f"; per run {', '.join(f'{100 * v:+.1f}' for v in d.per_run)})" if len(d.per_run) > 1 else ")"
+    if d.claims:
+        return f"{subject} {'higher' if lo > 0 else 'lower'}: {size}"
+    n = d.seeds_for_a_claim
+    needs = f"a claim needs ≥ {n} seeds at this spread" if n else "no number of seeds up to 100 would make a claim here"
+    if len(d.per_run) == 1:
+        needs = f"a claim about training needs ≥ {n} seeds even if seeds did not differ" if n else needs
+    return f"{subject}: no clear difference, {size}; {needs}"
 
 
 def summary_section(runs: list[Run]) -> Section:
@@ -57,11 +59,20 @@ def summary_section(runs: list[Run]) -> Section:
         parts = [claim(found[name], name) for name in headline_tasks(runs) if name in found]
         section.bullets.append(f"**{merged} vs {plain}** at t = {t}: " + "; ".join(parts) + ".")
     section.bullets += collapse_words(runs) + layer_words(runs)
-    section.paragraphs.append(
-        f"{len(runs)} run{'s' * (len(runs) > 1)} (seeds {', '.join(str(r.cfg.seed) for r in runs)}). "
-        "Differences are paired over the same test problems; a direction is claimed only where the 95% "
-        "interval excludes zero" + (" and every run agrees." if len(runs) > 1 else "."))
+    section.paragraphs.append(inference_words(runs))
     return section
+
+
+def inference_words(runs: list[Run]) -> str:
+    """How the page's intervals were made, and what they cover."""
+    head = (f"{len(runs)} run{'s' * (len(runs) > 1)} (seeds {', '.join(str(r.cfg.seed) for r in runs)}). Differences "
+            "are paired over the same test problems; a direction is claimed only where the 95% interval excludes zero.")
+    if len(runs) == 1:
+        return (head + " With one run, every interval and p-value is over the test problems only (a bootstrap and "
+                "McNemar's exact test), conditional on this one trained model: the page makes no claim about "
+                "training randomness, which needs two seeds or more.")
+    return (head + f" Intervals: {compare.SEED_METHOD}; p: the same t-test; McNemar's exact p of each run beside it. "
+            "benchmarks/coverage.py measures this rule's coverage and false-claim rate (docs/benchmarks.md).")
 
 
 def headline_tasks(runs: list[Run]) -> list[str]:
@@ -229,17 +240,39 @@ def training_section(runs: list[Run], figures: bool) -> Section | None:
     run = runs[0]
     logs = {f"{arm} t={t}": log for arm in compare.arms(runs) for t in compare.iterations(runs, arm)
             if (log := run.training_log(arm, t))}
-    if not logs:
+    data = data_table(runs)
+    if not logs and data is None:
         return None
-    rows = tuple((Cell(name), Cell(str(len(log))), Cell(f"{log[0]['loss']:.3f}"), Cell(f"{log[-1]['loss']:.3f}"),
-                  Cell(f"{sum(r['tokens_per_s'] for r in log) / len(log):,.0f}")) for name, log in logs.items())
-    section = Section("Training", "training", tables=[Table(
-        f"Fine-tuning per iteration ({run.root.name})", ("arm, iteration", "steps", "first loss", "last loss",
-                                                          "tokens/s (mean over steps)"), rows,
-        "from each iteration's train_log.jsonl; arms that share F_1 show the same log")])
-    if figures:
+    section = Section("Training", "training", tables=[data] if data else [])
+    if logs:
+        rows = tuple((Cell(name), Cell(str(len(log))), Cell(f"{log[0]['loss']:.3f}"), Cell(f"{log[-1]['loss']:.3f}"),
+                      Cell(f"{sum(r['tokens_per_s'] for r in log) / len(log):,.0f}")) for name, log in logs.items())
+        section.tables.append(Table(
+            f"Fine-tuning per iteration ({run.root.name})", ("arm, iteration", "steps", "first loss", "last loss",
+                                                              "tokens/s (mean over steps)"), rows,
+            "from each iteration's train_log.jsonl; arms that share F_1 show the same log"))
+    if figures and logs:
         section.figures.append(Figure("training.png", "Loss and learning rate per optimizer step", plots.training(logs)))
     return section
+
+
+def data_table(runs: list[Run]) -> Table | None:
+    """|D_t| per arm, iteration and run, flagging an iteration where nothing was trained (D_t empty: F_t = init)."""
+    rows = []
+    for arm in compare.arms(runs):
+        for t in compare.iterations(runs, arm):
+            stats = [run.dataset_stats(arm, t) for run in runs]
+            kept = [s.get("kept") for s in stats]
+            empty = [run.cfg.seed for run, k in zip(runs, kept) if k == 0]
+            flag = f"nothing trained (D_t empty, F_t = its init) in seed {', '.join(map(str, empty))}" if empty else ""
+            rows.append((Cell(arm), Cell(str(t)), Cell(", ".join("-" if k is None else str(k) for k in kept)),
+                         Cell(", ".join("-" if s.get("samples") is None else str(s["samples"]) for s in stats)),
+                         Cell(flag)))
+    if not rows:
+        return None
+    return Table("Training data D_t per arm and iteration", ("arm", "t", "examples in D_t (per run)",
+                                                              "samples S_t (per run)", "note"), tuple(rows),
+                 f"per run: seeds {', '.join(str(r.cfg.seed) for r in runs)}; from each iteration's dataset_stats")
 
 
 def settings_section(runs: list[Run]) -> Section:

@@ -1,12 +1,15 @@
 """What a report computes from its runs: series over iterations, paired differences on the same
 problems, forgetting per problem, and the superficiality figures with their permutation p-values.
 
-Runs are seeds of one experiment. A figure's spread is its min–max over the runs; a difference's
-interval is a stratified paired bootstrap over the problems of every run (imm.report.stats).
+Runs are seeds of one experiment. A figure's spread is its min–max over the runs. A difference's interval
+counts both the training seed and the problems where there are several runs (the seed t-interval of
+imm.report.stats), and the problems alone, conditional on the one trained model, where there is one run
+(a paired bootstrap).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from statistics import mean
 from typing import Sequence
@@ -16,7 +19,10 @@ from imm.layout import FINETUNED, GENERATOR, MERGED, TEACHER
 from imm.analysis.importance import MEASURES
 from imm.analysis.superficiality import spearman
 from imm.report.runs import Run, theta_model
-from imm.report.stats import Paired, mcnemar_p, paired, paired_bootstrap, permutation_p, pooled
+import numpy as np
+
+from imm.report.stats import (Paired, SeedInterval, mcnemar_p, paired, paired_bootstrap, permutation_p,
+                              pooled, seed_interval, seeds_needed)
 
 STRICT = "strict-match"
 OOD_MEAN = "OOD mean"  # the out-of-domain tasks together (equal test sizes: their mean accuracy)
@@ -85,14 +91,22 @@ def _owner(run: Run, arm: str, model: str) -> str:
 
 # --- paired differences --------------------------------------------------------------------------
 
+SEED_METHOD = ("t-interval over the seeds, df = seeds − 1, se² = var(per-seed difference)/seeds + the problems' "
+               "share (a crossed seed × problem variance estimate, imm.report.stats): counts the training seed "
+               "and the problems")
+ONE_RUN_METHOD = ("bootstrap over the test problems of this one run (10,000 resamples): conditional on this one "
+                  "trained model, it says nothing about training randomness")
+
+
 @dataclass(frozen=True)
 class Difference:
-    """acc(B) − acc(A) on the same problems, per run and pooled (B, A: (arm, t); arm None is θ0)."""
+    """acc(B) − acc(A) on the same problems, per run (B, A: (arm, t); arm None is θ0)."""
 
     a: tuple[str | None, int]
     b: tuple[str, int]
     task: str
     strata: tuple[tuple[Paired, ...], ...]  # per run: one Paired per task (several for OOD_MEAN)
+    by_problem: tuple[tuple[int, ...], ...]  # per run: b − a per problem, the problems common to every run
 
     @property
     def per_run(self) -> list[float]:
@@ -103,17 +117,56 @@ class Difference:
         return pooled([p for s in self.strata for p in s])
 
     @property
+    def estimate(self) -> float:
+        """The mean of the per-run differences (one run: its difference)."""
+        return self.seeds.mean if self.seeds else self.total.difference
+
+    @functools.cached_property
+    def seeds(self) -> SeedInterval | None:
+        """The seed t-interval, where there are two runs or more on common problems."""
+        if len(self.by_problem) < 2 or not self.by_problem[0]:
+            return None
+        return seed_interval(np.array(self.by_problem, dtype=float))  # (S, P)
+
+    @property
+    def method(self) -> str:
+        return SEED_METHOD if self.seeds else ONE_RUN_METHOD
+
+    @functools.cached_property
     def interval(self) -> tuple[float, float]:
+        if s := self.seeds:
+            return s.low, s.high
         return paired_bootstrap([p for s in self.strata for p in s])
 
     @property
+    def claims(self) -> bool:
+        """The rule: a direction is claimed only where the interval excludes zero."""
+        lo, hi = self.interval
+        return lo > 0 or hi < 0
+
+    @property
     def p(self) -> float:
-        return mcnemar_p(self.total.gained, self.total.lost)
+        """The seed t-test's p with several runs; McNemar's exact p with one."""
+        return self.seeds.p if self.seeds else mcnemar_p(self.total.gained, self.total.lost)
+
+    @property
+    def run_p(self) -> list[float]:
+        """McNemar's exact p of each run on its own."""
+        return [mcnemar_p(pooled(s).gained, pooled(s).lost) for s in self.strata]
+
+    @property
+    def seeds_for_a_claim(self) -> int | None:
+        """Where no direction is claimed: the seeds a claim would need at the observed spread (one run: with no
+        spread between seeds, the fewest that could claim at all); None where none up to 100 would."""
+        if self.seeds:
+            return seeds_needed(self.estimate, self.seeds.seed_variance, self.seeds.problem_variance)
+        values = np.array(self.by_problem[0], dtype=float)  # (P,): one run, no seed spread known
+        return seeds_needed(self.estimate, 0.0, float(values.var(ddof=1)) / len(values) if len(values) > 1 else 0.0)
 
     @property
     def agreeing(self) -> int:
-        """Runs whose difference has the pooled difference's sign."""
-        sign = (self.total.difference > 0) - (self.total.difference < 0)
+        """Runs whose difference has the estimate's sign."""
+        sign = (self.estimate > 0) - (self.estimate < 0)
         return sum(1 for d in self.per_run if (d > 0) - (d < 0) == sign)
 
 
@@ -124,17 +177,22 @@ def correct(run: Run, arm: str | None, t: int, task: str) -> dict[str, bool]:
 
 def difference(runs: list[Run], a: tuple[str | None, int], b: tuple[str, int], tasks: list[str],
                label: str) -> Difference | None:
-    strata = []
+    strata, per_problem = [], []
     for run in runs:
-        parts = []
+        parts, values = [], {}
         for task in tasks:
             left, right = correct(run, a[0], a[1], task), correct(run, b[0], b[1], task)
             ids = [pid for pid in left if pid in right]
             if ids:
                 parts.append(paired([left[i] for i in ids], [right[i] for i in ids]))
+                values |= {(task, i): int(right[i]) - int(left[i]) for i in ids}
         if parts:
             strata.append(tuple(parts))
-    return Difference(a, b, label, tuple(strata)) if strata else None
+            per_problem.append(values)
+    if not strata:
+        return None
+    common = [k for k in per_problem[0] if all(k in v for v in per_problem[1:])]
+    return Difference(a, b, label, tuple(strata), tuple(tuple(v[k] for k in common) for v in per_problem))
 
 
 def task_groups(runs: list[Run]) -> list[tuple[str, list[str]]]:

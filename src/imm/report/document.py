@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from imm.layout import FINETUNED, GENERATOR, MERGED, TEACHER
-from imm.report import compare
+from imm.report import compare, ead
 from imm.report.compare import OOD_MEAN, STRICT, Difference, Spread
 from imm.report.runs import Run, theta_model
 from imm.report.stats import describe_interval
@@ -104,12 +104,12 @@ def accuracy_table(runs: list[Run], metric: str = STRICT) -> Table:
 
 
 COLLAPSE = (("pass@{k} (%)", "pass@{k}", 100.0, 1), ("unique answers", "unique-answers", 1.0, 2),
-            ("distinct-2", "distinct-2", 1.0, 3), ("EAD-2", "ead-2", 1.0, 3), ("self-BLEU", "self-bleu", 1.0, 3),
+            ("distinct-2", "distinct-2", 1.0, 3), ("self-BLEU", "self-bleu", 1.0, 3),
             ("entropy (nats/token)", "entropy", 1.0, 4))
 
 
 def collapse_columns(runs: list[Run]) -> list[tuple[str, str, float, int]]:
-    """The collapse figures the runs hold (EAD, for one, is missing from runs made before it existed)."""
+    """The collapse figures the runs' summaries hold (EAD is not among them: imm.report.ead computes it here)."""
     k, task = runs[0].cfg.eval.diversity_k, diversity_task(runs)
     held = {r.metric for run in runs for r in run.rows if r.task == task}
     return [(h.format(k=k), m.format(k=k), scale, digits) for h, m, scale, digits in COLLAPSE if m.format(k=k) in held]
@@ -121,30 +121,47 @@ def diversity_task(runs: list[Run]) -> str:
 
 def collapse_table(runs: list[Run]) -> Table:
     task, columns = diversity_task(runs), collapse_columns(runs)
+    models = model_rows(runs)
+    texts = [[ead.diversity_texts(run, arm, t, model) for run in runs] for _, arm, t, model in models]
+    v = ead.vocabulary([groups for per_run in texts for groups in per_run])
     rows = []
-    for label, arm, t, model in model_rows(runs):
+    for (label, arm, t, model), per_run in zip(models, texts):
         cells = [value_cell(runs, arm, t, model, task, metric, scale, digits) for _, metric, scale, digits in columns]
-        rows.append((Cell(label if t == 0 else f"{arm} {MODEL_NAMES[model]}"), Cell(str(t)), *cells))
+        eads = compare.spread([ead.ead_1(groups, v) for groups in per_run if groups])
+        rows.append((Cell(label if t == 0 else f"{arm} {MODEL_NAMES[model]}"), Cell(str(t)), *cells,
+                     Cell(fmt(eads, 1.0, 3))))
     k, q = runs[0].cfg.eval.diversity_k, runs[0].cfg.eval.diversity_questions
-    return Table(f"Collapse: {k} samples per question on {q} in-domain test questions", ("model", "t", *[c[0] for c in columns]),
-                 tuple(rows), "EAD-2: distinct bigrams over the number expected from uniform draws (length-corrected)")
+    return Table(f"Collapse: {k} samples per question on {q} in-domain test questions",
+                 ("model", "t", *[c[0] for c in columns], "EAD"), tuple(rows),
+                 f"EAD: distinct words over the number N uniform draws from V = {v:,} words would give (Liu et al. "
+                 "2022); V is the words of every model's samples on this page together, the same for every row")
 
 
 def difference_row(d: Difference) -> tuple[Cell, ...]:
     lo, hi = d.interval
-    seeds = ", ".join(f"{100 * v:+.1f}" for v in d.per_run)
-    return (Cell(d.task), Cell(f"{100 * d.total.difference:+.1f}"), Cell(describe_interval(lo, hi)),
-            Cell(f"{d.p:.3g}"), Cell(f"{d.total.gained} / {d.total.lost}"), Cell(seeds),
-            Cell(f"{d.agreeing}/{len(d.per_run)}"))
+    several = len(d.per_run) > 1
+    needed = "-" if d.claims else (f"≥ {n}" if (n := d.seeds_for_a_claim) else "more than 100")
+    return (Cell(d.task), Cell(f"{100 * d.estimate:+.1f}"), Cell(describe_interval(lo, hi)), Cell(f"{d.p:.3g}"),
+            Cell(", ".join(f"{100 * v:+.1f}" for v in d.per_run)), Cell(", ".join(f"{p:.3g}" for p in d.run_p)),
+            Cell(f"{d.total.gained} / {d.total.lost}"), Cell(f"{d.agreeing}/{len(d.per_run)}" if several else "-"),
+            Cell(needed))
 
 
-DIFFERENCE_HEADER = ("task", "difference (pts)", "95% interval (pts)", "McNemar p", "B only / A only right",
-                     "per run (pts)", "runs with that sign")
+DIFFERENCE_HEADER = ("task", "difference (pts)", "95% interval (pts)", "p", "per run (pts)", "McNemar p per run",
+                     "B only / A only right (all runs)", "runs with that sign", "seeds a claim needs")
 
 
 def differences_table(title: str, found: list[Difference]) -> Table:
+    several = bool(found) and len(found[0].per_run) > 1
+    test = "p: the seed t-test (df = seeds − 1)" if several else "p: McNemar's exact test"
+    needed = ("seeds a claim needs: the smallest n with t(0.975, n − 1)·√(var(per-seed difference)/n + "
+              "problems' share) < |difference|, i.e. if the spread stayed as observed" if several else
+              "seeds a claim needs: the smallest n with t(0.975, n − 1)·√(problems' share) < |difference|, i.e. "
+              "the fewest seeds that could claim at all, were the seeds not to differ")
+    method = found[0].method if found else ""
     return Table(title, DIFFERENCE_HEADER, tuple(difference_row(d) for d in found),
-                 "paired over the same problems; interval: bootstrap over problems within each run (10,000 resamples)")
+                 f"paired over the same problems; interval: {method}; {test}; {needed}; '-' where the interval "
+                 "already excludes zero")
 
 
 def forgetting_table(runs: list[Run]) -> Table:

@@ -41,7 +41,7 @@ def interval_text(d: Difference | None) -> str:
     if d is None:
         return "-"
     lo, hi = d.interval
-    return f"{100 * d.total.difference:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{100 * d.estimate:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def accuracy_row(runs: list[Run], arm: str, t: int) -> tuple[Cell, ...]:
@@ -112,7 +112,8 @@ def operators_section(runs: list[Run]) -> Section | None:
     section.paragraphs.append(
         f"Every arm self-improves from θ0 with the same seeds; the merging arms differ only by the operator that "
         f"makes θ_t from θ0 and F_t, and each θ_t writes that arm's next data. {spread}Differences (points): "
-        f"paired over the same problems, pooled over the runs, with a 95% bootstrap interval [low, high].")
+        f"paired over the same problems, the mean over the runs with a 95% interval [low, high]: "
+        f"{compare.SEED_METHOD if len(runs) > 1 else compare.ONE_RUN_METHOD}.")
     if missing := [a for a in runs[0].arms if a not in shown]:
         section.paragraphs.append(f"Not shown: {', '.join(missing)}, which did not reach t = {t} in every run.")
     tasks = runs[0].tasks

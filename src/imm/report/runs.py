@@ -89,6 +89,11 @@ class Run:
         path = self.layout.analysis(arm, t) / "superficiality.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    def dataset_stats(self, arm: str, t: int) -> dict:
+        """D_t's counts (samples, correct, questions_solved, kept); empty where not written."""
+        path = self.layout.dataset_stats(arm, t)
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def training_log(self, arm: str, t: int) -> list[dict]:
         path = self.layout.training_log(arm, t)
         return read_jsonl(path) if path.exists() else []

@@ -4,8 +4,19 @@
                         `lost` = problems only A solves; acc(B) − acc(A) = (gained − lost) / n
     McNemar exact p     two-sided binomial test of gained vs lost among the discordant pairs
                         (McNemar 1947; exact form: Fay 2010): p = min(1, 2·P[Bin(m, ½) ≤ min(g, l)])
-    paired bootstrap    percentile interval of the difference, resampling problems with replacement
-                        (within each seed when several runs are pooled: a stratified bootstrap)
+    paired bootstrap    percentile interval of the difference, resampling problems with replacement: the
+                        interval of ONE run, conditional on its trained models (it knows nothing of training
+                        randomness)
+    seed t-interval     several runs (training seeds) on the same P problems, x_si = b − a of seed s on
+                        problem i, d_s = seed s's mean, c_i = problem i's mean over the S seeds: a crossed
+                        seed × problem design, Var(mean) = σ²_seed/S + σ²_problem/P + σ²_rest/(SP). Then
+                        E[var(d_s)] = σ²_seed + σ²_rest/P, E[var(c_i)] = σ²_problem + σ²_rest/S and the
+                        two-way residual mean square estimates σ²_rest, so
+                            se² = var(d_s)/S + max(0, var(c_i)/P − MS_rest/(SP))
+                        (the first term alone where the problems add nothing), and the interval is
+                        mean(d_s) ± t(0.975, S − 1)·se: df = S − 1, the smallest Welch–Satterthwaite value,
+                        errs wide. With S ≤ 4 it holds every d_s (max |d_s − mean| ≤ s·(S−1)/√S and
+                        t(0.975, S−1) ≥ S − 1 for S ≤ 4). benchmarks/coverage.py measures its coverage.
     permutation p       two-sided p of Spearman's ρ: the share of pairings of the same values whose
                         |ρ| is at least the observed |ρ| (exact up to 8 points, sampled above)
 """
@@ -76,6 +87,91 @@ def paired_bootstrap(strata: Sequence[Paired], *, resamples: int = RESAMPLES, le
     diffs = total / max(1, sum(s.n for s in strata))
     tail = (1 - level) / 2
     return float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """The seed t-interval of a mean paired difference over S seeds and P problems (module docstring)."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+    seed_variance: float  # var(d_s), ddof 1
+    problem_variance: float  # max(0, var(c_i)/P − MS_rest/(SP)): the problems' share of se²
+    p: float  # two-sided t-test of mean 0, df = S − 1
+
+    @property
+    def claims(self) -> bool:
+        """The rule: a direction is claimed only where the interval excludes zero."""
+        return self.low > 0 or self.high < 0
+
+
+def seed_interval(by_problem: np.ndarray, level: float = LEVEL) -> SeedInterval:
+    """by_problem: (S, P) of b − a per seed and problem (+1, 0, −1), S ≥ 2, the same P problems in every row."""
+    seeds, problems = by_problem.shape
+    if seeds < 2:
+        raise ValueError(f"a seed interval needs two seeds or more, got {seeds}")
+    per_seed, per_problem = by_problem.mean(axis=1), by_problem.mean(axis=0)  # (S,), (P,)
+    seed_var = float(per_seed.var(ddof=1))
+    problem_var = problems_share(by_problem) if problems > 1 else 0.0
+    se = math.sqrt(seed_var / seeds + problem_var)
+    mean, t = float(per_seed.mean()), t_quantile((1 + level) / 2, seeds - 1)
+    p = 2 * (1 - t_cdf(abs(mean) / se, seeds - 1)) if se > 0 else float(mean == 0)
+    low, high = max(-1.0, mean - t * se), min(1.0, mean + t * se)  # a difference of accuracies lies in [−1, 1]
+    return SeedInterval(mean, low, high, seeds, seed_var, problem_var, min(1.0, p))
+
+
+def problems_share(by_problem: np.ndarray) -> float:
+    """σ²_problem/P estimated as var(c_i)/P − MS_rest/(SP), at least 0 (see the module docstring)."""
+    seeds, problems = by_problem.shape
+    per_seed, per_problem = by_problem.mean(axis=1), by_problem.mean(axis=0)  # (S,), (P,)
+    rest = by_problem - per_seed[:, None] - per_problem[None, :] + by_problem.mean()  # (S, P)
+    ms_rest = float((rest ** 2).sum()) / ((seeds - 1) * (problems - 1)) if seeds > 1 else 0.0
+    return max(0.0, float(per_problem.var(ddof=1)) / problems - ms_rest / (seeds * problems))
+
+
+def seeds_needed(mean: float, seed_variance: float, problem_variance: float, level: float = LEVEL,
+                 most: int = 100) -> int | None:
+    """The smallest number of seeds n whose interval would exclude zero if the mean, the per-seed variance and
+    the problems' share stayed as observed: t(level, n − 1)·√(var(d_s)/n + var(c_i)/P) < |mean|. With one seed
+    var(d_s) is unknown; 0 gives the fewest seeds that could make a claim at all. None if no n up to `most`
+    does (the problems' variance, or the spread, keeps zero inside)."""
+    for n in range(2, most + 1):
+        if t_quantile((1 + level) / 2, n - 1) * math.sqrt(seed_variance / n + problem_variance) < abs(mean):
+            return n
+    return None
+
+
+def t_cdf(x: float, df: int) -> float:
+    """Student's t distribution function for an integer df ≥ 1 (Abramowitz & Stegun 26.7.3–26.7.4, exact)."""
+    theta = math.atan2(x, math.sqrt(df))
+    c2, term, total = math.cos(theta) ** 2, 1.0, 0.0
+    if df % 2:  # A = (2/π)(θ + sin θ cos θ (1 + (2/3)cos²θ + ... ))
+        if df > 1:
+            total = term
+            for k in range(3, df - 1, 2):
+                term *= c2 * (k - 1) / k
+                total += term
+            total *= math.sin(theta) * math.cos(theta)
+        two_sided = 2 / math.pi * (theta + total)
+    else:  # A = sin θ (1 + (1/2)cos²θ + (1·3)/(2·4)cos⁴θ + ...)
+        total = term
+        for k in range(2, df - 1, 2):
+            term *= c2 * (k - 1) / k
+            total += term
+        two_sided = math.sin(theta) * total
+    return 0.5 + two_sided / 2  # two_sided = P(|T| ≤ |x|) carries x's sign through θ
+
+
+@functools.lru_cache(maxsize=None)
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with integer df, by bisection on `t_cdf` (to 1e-10)."""
+    lo, hi = -1e6, 1e6
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
 
 
 def permutation_p(x: Sequence[float], y: Sequence[float], *, resamples: int = RESAMPLES, seed: int = 0) -> float | None:
