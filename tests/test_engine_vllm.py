@@ -99,10 +99,10 @@ def test_each_data_parallel_child_gets_its_own_gpus(monkeypatch):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("sampling.vllm_tensor_parallel=0", "sampling.vllm_tensor_parallel must be at least 1, got 0"),
-    ("sampling.vllm_data_parallel=-1", "sampling.vllm_data_parallel must be at least 1, got -1"),
+    ("sampling.vllm_tensor_parallel=0", r"sampling.vllm_tensor_parallel must be in \[1, 4096\], got 0"),
+    ("sampling.vllm_data_parallel=-1", r"sampling.vllm_data_parallel must be in \[1, 4096\], got -1"),
     ("sampling.vllm_gpu_memory=1.5", r"sampling.vllm_gpu_memory must be in \(0, 1\], got 1.5"),
-    ("sampling.vllm_max_model_len=-8", "sampling.vllm_max_model_len must be 0"),
+    ("sampling.vllm_max_model_len=-8", r"sampling.vllm_max_model_len must be in \[0, 2147483647\], got -8"),
     ("sampling.vllm_executor=slurm", "sampling.vllm_executor must be one of mp, ray, got 'slurm'"),
     ("sampling.vllm_python=/nowhere/python", "sampling.vllm_python /nowhere/python does not exist; create one with scripts/setup-vllm-venv"),
 ])
