@@ -125,7 +125,7 @@ def accelerate_file(tmp_path: Path, **settings) -> str:
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(processes=0), "finetune.processes must be at least 1, got 0"),
+    (dict(processes=0), r"finetune.processes must be in \[1, 4096\], got 0"),
     (dict(accelerate_config="/no/such/file.yaml"), "finetune.accelerate_config /no/such/file.yaml does not exist"),
 ])
 def test_a_bad_process_setting_is_refused_when_the_config_loads(fields, message):
