@@ -51,7 +51,7 @@ def test_imm_plan_prints_the_table_and_writes_nothing(tmp_path, monkeypatch, cap
 @pytest.mark.parametrize("args, message", [
     (["--tokens-per-second", "-1"], "--tokens-per-second must be 0 or more"),
     (["--prompt-tokens", "0"], "--prompt-tokens must be at least 1"),
-    (["finetune.epochs=0"], "finetune.epochs must be positive"),
+    (["finetune.epochs=0"], "finetune.epochs must be in [1, 10000], got 0"),
     (["nonsense.key=1"], "unknown config key nonsense"),
     (["model.base=/no/such/folder"], "does not exist"),
 ])
