@@ -82,8 +82,8 @@ def test_lora_targets_absent_from_the_model_are_one_user_error(tok):
 
 @pytest.mark.parametrize("override, message", [
     ("finetune.method=qlora", "finetune.method must be one of full, lora"),
-    ("finetune.lora_rank=0", "finetune.lora_rank must be positive"),
-    ("finetune.lora_alpha=-1", "finetune.lora_alpha must be positive"),
+    ("finetune.lora_rank=0", r"finetune.lora_rank must be in \[1, 65536\], got 0"),
+    ("finetune.lora_alpha=-1", r"finetune.lora_alpha must be in \(0, 1000000\], got -1.0"),
     ("finetune.lora_dropout=1.0", "finetune.lora_dropout must be in"),
     ("finetune.lora_targets=[]", "finetune.lora_targets must name"),
     ("finetune.bf16_autocast=always", "finetune.bf16_autocast must be auto, true or false"),
