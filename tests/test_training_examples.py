@@ -105,13 +105,14 @@ def test_a_max_length_below_every_response_stops_with_one_line_and_writes_nothin
 
 @pytest.mark.slow
 def test_imm_run_with_a_max_length_below_every_response_exits_2(tmp_path, capsys):
-    """The built-in model's arith answers are longer than 4 tokens: no example fits, the run stops at the first
-    fine-tune with exit status 2 and one line naming finetune.max_length."""
-    code = main(["run", "--config", "smoke", f"out_dir={tmp_path}", "finetune.max_length=4", "model.threads=1",
+    """The built-in model's arith questions with their answers are longer than 16 tokens (the least
+    finetune.max_length allows): no example fits, the run stops at the first fine-tune with exit status 2 and
+    one line naming finetune.max_length."""
+    code = main(["run", "--config", "smoke", f"out_dir={tmp_path}", "finetune.max_length=16", "model.threads=1",
                  "arms=[self_improve]", "analysis.enabled=false", "iterations=1", "data.train_questions=8",
                  "eval.limit=4", "eval.diversity_k=0"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and "finetune.max_length=4" in err[-1]
+    assert code == 2 and "finetune.max_length=16" in err[-1]
 
 
 def test_the_gradient_probe_fits_its_examples_by_the_same_rule(tok):
