@@ -105,3 +105,15 @@ def test_every_field_is_reached_by_the_property_test():
     assert len(SETTINGS) == len({key for key, _ in SETTINGS}) > 50
     assert config.load_config("smoke")  # the shipped configs stay inside every range
     assert config.load_config("default")
+
+
+def test_a_config_built_in_code_is_held_to_the_same_ranges_by_the_preflight():
+    """The stages no longer restate bounds: a RunConfig made with dataclasses.replace, never parsed, gets the
+    parser's own range message from the preflight (finetune.epochs is declared in [1, 10000])."""
+    from imm import preflight
+    from imm.config import RunConfig
+
+    base = RunConfig()
+    cfg = dataclasses.replace(base, finetune=dataclasses.replace(base.finetune, epochs=0))
+    assert "config key finetune.epochs must be in [1, 10000], got 0; set a value in that range" in preflight.problems(cfg)
+    assert not any("finetune.epochs" in p for p in preflight.problems(base))

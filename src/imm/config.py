@@ -291,6 +291,17 @@ def from_dict(cls: type, data: dict, prefix: str = ""):
     return cls(**values)
 
 
+def check_ranges(block: Any, prefix: str = "") -> None:
+    """Every number field of a config block (nested blocks included) within its declared range: the check
+    parsing makes, for a config built in code."""
+    for f in dataclasses.fields(block):
+        value = getattr(block, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{prefix}{f.name}.")
+        elif (bounds := f.metadata.get("range")) is not None:
+            _check_range(value, bounds, prefix + f.name)
+
+
 def _check_range(value: Any, bounds: Range, where: str) -> None:
     for item in value if isinstance(value, (tuple, list)) else (value,):
         if item not in bounds:

@@ -56,6 +56,7 @@ def problems(cfg: RunConfig) -> list[str]:
 def checks(cfg: RunConfig) -> list[Check]:
     """One check per stage block (its own module's), then the tasks and the models' files."""
     return [
+        lambda: config.check_ranges(cfg),
         lambda: _check_run(cfg),
         lambda: check_arms(cfg.arms, cfg.merge_arms),
         *[lambda name=name, block=block: _check_merge_arm(name, block) for name, block in cfg.merge_arms.items()],

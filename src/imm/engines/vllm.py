@@ -87,12 +87,9 @@ def _imports_vllm(python: Path) -> str:
 
 
 def check_vllm(s: SampleConfig, *, start: bool) -> None:
-    """The vllm fields; with `start`, that their Python imports vLLM (before any model is loaded)."""
-    checks = [(s.vllm_tensor_parallel >= 1, f"sampling.vllm_tensor_parallel must be at least 1, got {s.vllm_tensor_parallel}"),
-              (s.vllm_data_parallel >= 1, f"sampling.vllm_data_parallel must be at least 1, got {s.vllm_data_parallel}"),
-              (0 < s.vllm_gpu_memory <= 1, f"sampling.vllm_gpu_memory must be in (0, 1], got {s.vllm_gpu_memory}"),
-              (s.vllm_max_model_len >= 0, f"sampling.vllm_max_model_len must be 0 (the checkpoint's) or more, got {s.vllm_max_model_len}"),
-              (s.vllm_executor in EXECUTORS, f"sampling.vllm_executor must be one of {', '.join(EXECUTORS)}, got {s.vllm_executor!r}")]
+    """The vllm fields beyond their declared ranges (config.check_ranges); with `start`, that their Python
+    imports vLLM (before any model is loaded)."""
+    checks = [(s.vllm_executor in EXECUTORS, f"sampling.vllm_executor must be one of {', '.join(EXECUTORS)}, got {s.vllm_executor!r}")]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
