@@ -155,6 +155,30 @@ def test_seeds_are_reported_together_with_their_spread(tmp_path):
     assert "| arith_vocab | +75.0 | -100.0 to +100.0 | 0.205 | +75.0, +75.0 | 0.25, 0.25 | 6 / 0 | 2/2 | ≥ 5 |" in md.read_text()
 
 
+def test_some_arms_of_wider_runs_join_the_same_seeds_runs(tmp_path):
+    """A folder with more arms and one more importance measure (as `imm compare` writes) is another experiment;
+    read for self_improve and imm only, it is the two-seed case above: the same row, digit for digit."""
+    wide = make_run(tmp_path / "seed0", distill=True, analysis=AnalysisConfig(importance=("ablation", "gradient")))
+    plain = make_run(tmp_path / "seed1", seed=1)
+    md = tmp_path / "t.md"
+    assert cli(["report", str(wide), str(plain), "--out", str(tmp_path / "o")]) == 2
+    assert cli(["report", str(wide), str(plain), "--arms", "self_improve,imm", "--out", str(tmp_path / "o"),
+                "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "| arith_vocab | +75.0 | -100.0 to +100.0 | 0.205 | +75.0, +75.0 | 0.25, 0.25 | 6 / 0 | 2/2 | ≥ 5 |" in text
+    assert "distill" not in text and "teacher" not in text and "gradient" not in text
+    assert "| self_improve | 1 | F_t | ablation | -1.00 (-1.00–-1.00) | 0.083, 0.083 |" in text
+
+
+@pytest.mark.parametrize("arms", ["self_improve,distill", "imm,imm"])
+def test_arms_every_run_lacks_or_lists_twice_are_refused(tmp_path, capsys, arms):
+    runs = [make_run(tmp_path / "seed0", distill=True), make_run(tmp_path / "seed1", seed=1)]
+    assert cli(["report", *map(str, runs), "--arms", arms, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and ("has no arm 'distill'" in err or "lists an arm twice" in err)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("case", ["missing", "no-config", "several-without-out", "other-experiment", "same-seed",
                                   "user-folder", "markdown-exists"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, case):

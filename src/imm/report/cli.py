@@ -1,6 +1,6 @@
 """`imm report`: one HTML page (and optionally Markdown tables) for one run or several seeds of one run.
 
-    imm report RUN_DIR [RUN_DIR ...] [--out DIR] [--markdown FILE] [--overwrite]
+    imm report RUN_DIR [RUN_DIR ...] [--arms NAME,...] [--out DIR] [--markdown FILE] [--overwrite]
 
 One run's report goes to RUN_DIR/report/ unless --out says otherwise; several runs need --out. The
 folder holds index.html and the figures beside it; it opens from disk, without a server or network.
@@ -26,6 +26,9 @@ TABLES = "results.md"  # the tables as Markdown, inside the report folder of sev
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders of one experiment (seeds)")
+    parser.add_argument("--arms", type=lambda text: tuple(p.strip() for p in text.split(",") if p.strip()),
+                        default=(), metavar="NAME,...", help="report these arms only, read from every run folder "
+                        "(e.g. the self_improve and imm arms of imm compare folders beside imm run folders)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="report folder (default: RUN_DIR/report for one run)")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the tables as Markdown to FILE")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report (--out) or Markdown file")
@@ -34,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from imm.report.runs import load_runs
 
-    runs = load_runs(list(args.runs))
+    runs = load_runs(list(args.runs), args.arms)
     own = RunLayout(runs[0].root).report
     out = args.out or (own if len(runs) == 1 else None)
     if out is None:

@@ -1,7 +1,10 @@
 """The run folders a report reads: one `Run` per folder, every file found through its `RunLayout`.
 
 Several folders are one experiment run with different seeds: their settings must agree except `seed`.
-A run still in progress is read as far as it got (the loop refreshes its report after every iteration).
+A report of some arms only (`arms`) reads each folder as if it had run those arms alone, so an `imm compare`
+folder's `self_improve` and `imm` join the same seeds' `imm run` folders; its importance measures are then
+those every folder computed. A run still in progress is read as far as it got (the loop refreshes its report
+after every iteration).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from imm.arms import Arm
-from imm.config import RunConfig, experiment_settings
+from imm.config import RunConfig, experiment_settings, plain
 from imm.errors import UserError
 from imm.layout import FINETUNED, GENERATOR, MERGED, RunLayout, eval_samples, read_jsonl
 from imm.report.summary import SummaryRow, collect
@@ -112,21 +115,42 @@ def load_run(path: Path) -> Run:
     return Run(root, cfg, rows)
 
 
-def load_runs(paths: list[Path]) -> list[Run]:
-    """Several runs of one experiment (seeds): every setting but the seed must agree."""
+def load_runs(paths: list[Path], arms: tuple[str, ...] = ()) -> list[Run]:
+    """Several runs of one experiment (seeds): every setting but the seed must agree. With `arms`, each run
+    is read as its runs of those arms alone (`only_arms`)."""
     if len({Path(p).resolve() for p in paths}) != len(paths):
         raise UserError("a run folder is listed twice; list each run once")
     runs = [load_run(p) for p in paths]
+    runs = only_arms(runs, arms) if arms else runs
     first = _comparable(runs[0].cfg)
     for run in runs[1:]:
         other = _comparable(run.cfg)
         if changed := sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k)):
             raise UserError(f"{run.root} is another experiment than {runs[0].root} ({changed[0]}: "
-                            f"{first.get(changed[0])!r} vs {other.get(changed[0])!r}); report runs that differ "
-                            f"only by seed together")
+                            f"{plain(first.get(changed[0]))!r} vs {plain(other.get(changed[0]))!r}); report runs "
+                            f"that differ only by seed together, or some arms of them with --arms")
     if len({run.cfg.seed for run in runs}) != len(runs):
         raise UserError("two run folders have the same seed; report runs of different seeds together")
     return runs
+
+
+def only_arms(runs: list[Run], arms: tuple[str, ...]) -> list[Run]:
+    """Each run as if it had run `arms` alone: its other arms, their merge blocks and summary rows left out,
+    and the importance measures cut to those every run computed (in the first run's order)."""
+    if len(set(arms)) != len(arms):
+        raise UserError(f"--arms lists an arm twice: {', '.join(arms)}; list each once")
+    for run in runs:
+        if missing := [a for a in arms if a not in run.cfg.arms]:
+            raise UserError(f"{run.root} has no arm {missing[0]!r} (its arms: {', '.join(run.cfg.arms)}); "
+                            f"pass --arms with arms every run has")
+    common = [k for k in runs[0].cfg.analysis.importance if all(k in r.cfg.analysis.importance for r in runs)]
+    found = []
+    for run in runs:
+        cfg = dataclasses.replace(run.cfg, arms=tuple(arms),
+                                  merge_arms={k: v for k, v in run.cfg.merge_arms.items() if k in arms},
+                                  analysis=dataclasses.replace(run.cfg.analysis, importance=tuple(common)))
+        found.append(Run(run.root, cfg, [r for r in run.rows if r.arm in arms]))
+    return found
 
 
 def _comparable(cfg: RunConfig) -> dict:
