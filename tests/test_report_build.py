@@ -54,7 +54,9 @@ def make_run(root: Path, seed: int = 0, distill: bool = False, **settings) -> Pa
     for arm, models in trained + ((("distill", ["finetuned"]), ("distill_imm", ["finetuned", "merged"])) if distill else ()):
         write_analysis(layout.analysis(arm, 1), models)
         (layout.finetuned(arm, 1)).mkdir(parents=True)
-    layout.timings.write_text(json.dumps({"arm": "reference", "iteration": 0, "stage": "evaluate", "seconds": 2.0}) + "\n")
+    timed = [("reference", 0, 2.0)] + [(arm, 1, 3.0 + i) for i, arm in enumerate(arms)]
+    layout.timings.write_text("".join(json.dumps({"arm": arm, "iteration": t, "stage": "evaluate", "seconds": s}) + "\n"
+                                      for arm, t, s in timed))
     return root
 
 
@@ -168,6 +170,7 @@ def test_some_arms_of_wider_runs_join_the_same_seeds_runs(tmp_path):
     assert "| arith_vocab | +75.0 | -100.0 to +100.0 | 0.205 | +75.0, +75.0 | 0.25, 0.25 | 6 / 0 | 2/2 | ≥ 5 |" in text
     assert "distill" not in text and "teacher" not in text and "gradient" not in text
     assert "| self_improve | 1 | F_t | ablation | -1.00 (-1.00–-1.00) | 0.083, 0.083 |" in text
+    assert "| stage | reference | self_improve | imm |\n" in text and "| evaluate | 2 (2–2) | 3 (3–3) | 4 (4–4) |" in text
 
 
 @pytest.mark.parametrize("arms", ["self_improve,distill", "imm,imm"])

@@ -305,10 +305,13 @@ def layer_figures(runs: list[Run]) -> list[LayerFigure]:
 # --- time ----------------------------------------------------------------------------------------
 
 def stage_seconds(runs: list[Run]) -> dict[tuple[str, str], Spread]:
-    """(who, stage) -> seconds per run, summed over iterations (who: an arm or 'reference')."""
+    """(who, stage) -> seconds per run, summed over iterations (who: one of the run's arms, as the report
+    reads it, or 'reference')."""
     found: dict[tuple[str, str], list[float]] = {}
     for i, run in enumerate(runs):
         for row in run.timings:
+            if row["arm"] != "reference" and row["arm"] not in run.cfg.arms:
+                continue
             key = (row["arm"], row["stage"])
             found.setdefault(key, [0.0] * len(runs))[i] += row["seconds"]
     return {k: Spread(tuple(v)) for k, v in found.items()}
