@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imm.evaluation.diversity import ead, vocabulary_size
-from imm.report.stats import (Paired, mcnemar_p, paired, paired_bootstrap, permutation_p, pooled, seed_interval,
-                              seeds_needed, t_cdf, t_quantile)
+from imm.report.stats import (Paired, mcnemar_p, paired, paired_bootstrap, permutation_p, pooled, problems_hold_zero,
+                              seed_interval, seeds_needed, t_cdf, t_quantile)
 
 
 def test_paired_counts_what_only_one_model_solves():
@@ -116,3 +116,13 @@ def test_seeds_needed_solves_for_the_smallest_sufficient_n():
     assert seeds_needed(0.75, 0.0, 1 / 16) == 5
     assert seeds_needed(0.75, 1.0, 1 / 16) == 17
     assert seeds_needed(0.1, 0.0, 1 / 16) is None
+
+
+def test_only_a_share_of_the_problems_too_wide_for_any_seeds_is_blamed_on_the_problems():
+    """Mean 0.1 with problems' share 1/16: z(0.975)·0.25 = 0.49 ≥ 0.1, so no number of seeds helps. Mean 0.75
+    with the same share: 0.49 < 0.75, so seeds could (17 with seed variance 1, above); mean 0.3 with seed
+    variance 100: 0.49 > 0.3 holds too, but mean 0.6 with seed variance 100 needs more than 100 seeds
+    (t·√(100/100 + 1/16) ≥ 1.98·1.03 = 2.04 > 0.6) while the problems alone (0.49) would not hold zero."""
+    assert problems_hold_zero(0.1, 1 / 16) and problems_hold_zero(0.3, 1 / 16)
+    assert not problems_hold_zero(0.75, 1 / 16) and not problems_hold_zero(0.6, 1 / 16)
+    assert seeds_needed(0.6, 100.0, 1 / 16) is None

@@ -38,7 +38,10 @@ def claim(d: Difference, subject: str) -> str:
     if d.claims:
         return f"{subject} {'higher' if lo > 0 else 'lower'}: {size}"
     n = d.seeds_for_a_claim
-    needs = f"a claim needs ≥ {n} seeds at this spread" if n else "no number of seeds up to 100 would make a claim here"
+    needs = (f"a claim needs ≥ {n} seeds at this spread" if n else
+             "more seeds cannot make a claim here: the test problems' share alone keeps zero inside the interval "
+             "(more test problems could narrow it)" if d.problems_hold_zero else
+             "no number of seeds up to 100 would make a claim here")
     if len(d.per_run) == 1:
         needs = f"a claim about training needs ≥ {n} seeds even if seeds did not differ" if n else needs
     return f"{subject}: no clear difference, {size}; {needs}"

@@ -22,7 +22,7 @@ from imm.report.runs import Run, theta_model
 import numpy as np
 
 from imm.report.stats import (Paired, SeedInterval, mcnemar_p, paired, paired_bootstrap, permutation_p,
-                              pooled, seed_interval, seeds_needed)
+                              pooled, problems_hold_zero, seed_interval, seeds_needed)
 
 STRICT = "strict-match"
 OOD_MEAN = "OOD mean"  # the out-of-domain tasks together (equal test sizes: their mean accuracy)
@@ -158,10 +158,22 @@ class Difference:
     def seeds_for_a_claim(self) -> int | None:
         """Where no direction is claimed: the seeds a claim would need at the observed spread (one run: with no
         spread between seeds, the fewest that could claim at all); None where none up to 100 would."""
+        return seeds_needed(self.estimate, self.seeds.seed_variance if self.seeds else 0.0, self._problems_share)
+
+    @property
+    def problems_hold_zero(self) -> bool:
+        """Whether the test problems' share alone keeps zero inside the interval, so that no number of seeds
+        could make a claim (only more test problems could)."""
+        return problems_hold_zero(self.estimate, self._problems_share)
+
+    @property
+    def _problems_share(self) -> float:
+        """The problems' share of se²: the crossed estimate with several runs; var(c_i)/P with one (no seed
+        spread known)."""
         if self.seeds:
-            return seeds_needed(self.estimate, self.seeds.seed_variance, self.seeds.problem_variance)
-        values = np.array(self.by_problem[0], dtype=float)  # (P,): one run, no seed spread known
-        return seeds_needed(self.estimate, 0.0, float(values.var(ddof=1)) / len(values) if len(values) > 1 else 0.0)
+            return self.seeds.problem_variance
+        values = np.array(self.by_problem[0], dtype=float)  # (P,)
+        return float(values.var(ddof=1)) / len(values) if len(values) > 1 else 0.0
 
     @property
     def agreeing(self) -> int:

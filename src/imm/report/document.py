@@ -140,7 +140,8 @@ def collapse_table(runs: list[Run]) -> Table:
 def difference_row(d: Difference) -> tuple[Cell, ...]:
     lo, hi = d.interval
     several = len(d.per_run) > 1
-    needed = "-" if d.claims else (f"≥ {n}" if (n := d.seeds_for_a_claim) else "more than 100")
+    needed = ("-" if d.claims else f"≥ {n}" if (n := d.seeds_for_a_claim) else
+              "none: too few problems" if d.problems_hold_zero else "more than 100")
     return (Cell(d.task), Cell(f"{100 * d.estimate:+.1f}"), Cell(describe_interval(lo, hi)), Cell(f"{d.p:.3g}"),
             Cell(", ".join(f"{100 * v:+.1f}" for v in d.per_run)), Cell(", ".join(f"{p:.3g}" for p in d.run_p)),
             Cell(f"{d.total.gained} / {d.total.lost}"), Cell(f"{d.agreeing}/{len(d.per_run)}" if several else "-"),
@@ -161,7 +162,8 @@ def differences_table(title: str, found: list[Difference]) -> Table:
     method = found[0].method if found else ""
     return Table(title, DIFFERENCE_HEADER, tuple(difference_row(d) for d in found),
                  f"paired over the same problems; interval: {method}; {test}; {needed}; '-' where the interval "
-                 "already excludes zero")
+                 "already excludes zero; 'none: too few problems' where 1.96·√(problems' share) ≥ |difference|, "
+                 "so that no number of seeds could claim and only more test problems could")
 
 
 def forgetting_table(runs: list[Run]) -> Table:

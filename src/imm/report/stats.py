@@ -27,6 +27,7 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -141,6 +142,13 @@ def seeds_needed(mean: float, seed_variance: float, problem_variance: float, lev
         if t_quantile((1 + level) / 2, n - 1) * math.sqrt(seed_variance / n + problem_variance) < abs(mean):
             return n
     return None
+
+
+def problems_hold_zero(mean: float, problem_variance: float, level: float = LEVEL) -> bool:
+    """Whether the problems' share alone keeps zero inside the interval with any number of seeds: the limit of
+    t(level, n − 1)·√(var(d_s)/n + var(c_i)/P) as n grows is z(level)·√(var(c_i)/P). Then more seeds cannot make
+    a claim, and only more test problems can narrow the interval."""
+    return NormalDist().inv_cdf((1 + level) / 2) * math.sqrt(problem_variance) >= abs(mean)
 
 
 def t_cdf(x: float, df: int) -> float:
